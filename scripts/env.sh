@@ -1,0 +1,18 @@
+# Sourced by the scripts: one cargo target directory per machine, so RocksDB's C++ is compiled once.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/snap-target}
+export SNAP_BIN=${SNAP_BIN:-$CARGO_TARGET_DIR/release/snap}
+
+# install_deps: Debian packages the build and the tests need, installed only when missing.
+install_deps() {
+  local need=()
+  dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
+  command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+  command -v python3 >/dev/null 2>&1 || need+=(python3)
+  command -v clang >/dev/null 2>&1 || true
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}" >&2
+    if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}

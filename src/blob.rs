@@ -1,0 +1,216 @@
+//! Blobs: the unit of storage. A blob is a chunk of file content or an encoded tree, named by its
+//! keyed id, compressed when that pays, and sealed with AD binding it to its type and id.
+//!
+//! Incompressible data (random uploads, media, already-compressed archives) is the bulk of a
+//! typical server, so it must be recognised without paying for a full compression: a blob over
+//! 64 KiB is first probed by compressing three 4 KiB samples at the fastest level; if they do not
+//! shrink by 3%, the blob is stored raw.
+
+use std::cell::RefCell;
+
+use crate::crypto::{CryptoError, MasterKey};
+use crate::envelope::{self, Kind};
+use crate::id::Id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BlobType {
+    Data = 7,
+    Tree = 8,
+}
+
+impl BlobType {
+    pub fn from_u8(b: u8) -> Option<BlobType> {
+        match b {
+            7 => Some(BlobType::Data),
+            8 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            BlobType::Data => Kind::DataBlob,
+            BlobType::Tree => Kind::TreeBlob,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+impl Compression {
+    pub fn from_u8(b: u8) -> Option<Compression> {
+        match b {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+const PROBE_THRESHOLD: usize = 64 * 1024;
+const PROBE_LEN: usize = 4096;
+
+thread_local! {
+    static COMPRESSORS: RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_compressor<T>(
+    level: i32,
+    f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T,
+) -> Option<T> {
+    COMPRESSORS.with(|c| {
+        let mut c = c.borrow_mut();
+        if !c.iter().any(|(l, _)| *l == level) {
+            c.push((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, comp) = c.iter_mut().find(|(l, _)| *l == level)?;
+        Some(f(comp))
+    })
+}
+
+/// True when a sample of `data` does not compress: cheap enough to run on every blob.
+pub fn looks_incompressible(data: &[u8]) -> bool {
+    if data.len() < PROBE_THRESHOLD {
+        return false;
+    }
+    let mid = data.len() / 2;
+    let samples = [
+        &data[..PROBE_LEN],
+        &data[mid..mid + PROBE_LEN],
+        &data[data.len() - PROBE_LEN..],
+    ];
+    let mut sample = Vec::with_capacity(3 * PROBE_LEN);
+    for s in samples {
+        sample.extend_from_slice(s);
+    }
+    match with_compressor(1, |c| c.compress(&sample)) {
+        Some(Ok(out)) => out.len() * 100 > sample.len() * 97,
+        _ => false,
+    }
+}
+
+/// Compresses when it pays; returns the bytes to seal and how they are encoded.
+pub fn compress(data: &[u8], level: i32) -> (Compression, Option<Vec<u8>>) {
+    if level == 0 || data.len() < 64 || looks_incompressible(data) {
+        return (Compression::None, None);
+    }
+    match with_compressor(level, |c| c.compress(data)) {
+        Some(Ok(out)) if out.len() < data.len() => (Compression::Zstd, Some(out)),
+        _ => (Compression::None, None),
+    }
+}
+
+pub fn decompress(data: &[u8], comp: Compression, raw_len: usize) -> Result<Vec<u8>, String> {
+    match comp {
+        Compression::None => Ok(data.to_vec()),
+        Compression::Zstd => {
+            let out = zstd::bulk::decompress(data, raw_len).map_err(|e| format!("zstd: {e}"))?;
+            if out.len() != raw_len {
+                return Err(format!(
+                    "decompressed to {} bytes, header says {raw_len}",
+                    out.len()
+                ));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// A blob ready for a pack: id, type, encoding and sealed bytes.
+pub struct SealedBlob {
+    pub id: Id,
+    pub btype: BlobType,
+    pub compression: Compression,
+    pub raw_len: u32,
+    pub sealed: Vec<u8>,
+}
+
+pub fn seal_blob(
+    key: &MasterKey,
+    btype: BlobType,
+    id: Id,
+    data: &[u8],
+    level: i32,
+) -> Result<SealedBlob, CryptoError> {
+    let (compression, packed) = compress(data, level);
+    let body = packed.as_deref().unwrap_or(data);
+    let sealed = envelope::seal_bound(key, btype.kind(), Some(&id), body)?;
+    Ok(SealedBlob {
+        id,
+        btype,
+        compression,
+        raw_len: data.len() as u32,
+        sealed,
+    })
+}
+
+/// Opens a sealed blob and checks that its plaintext hashes to `id`.
+pub fn open_blob(
+    key: &MasterKey,
+    btype: BlobType,
+    id: &Id,
+    compression: Compression,
+    raw_len: usize,
+    sealed: &[u8],
+) -> Result<Vec<u8>, String> {
+    let body =
+        envelope::open_bound(key, btype.kind(), Some(id), sealed).map_err(|e| e.to_string())?;
+    let plain = decompress(&body, compression, raw_len)?;
+    if key.blob_id(&plain) != *id {
+        return Err("content does not hash to the blob id".into());
+    }
+    Ok(plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_data_is_stored_raw_text_is_compressed() {
+        let mut rnd = vec![0u8; 200_000];
+        crate::crypto::random_bytes(&mut rnd).unwrap();
+        assert!(looks_incompressible(&rnd));
+        assert_eq!(compress(&rnd, 3).0, Compression::None);
+        let text = b"hello world, hello backups. ".repeat(10_000);
+        assert!(!looks_incompressible(&text));
+        let (c, out) = compress(&text, 3);
+        assert_eq!(c, Compression::Zstd);
+        assert_eq!(decompress(&out.unwrap(), c, text.len()).unwrap(), text);
+    }
+
+    #[test]
+    fn blob_round_trip_checks_id() {
+        let k = MasterKey::generate().unwrap();
+        let data = b"some file content".repeat(100);
+        let id = k.blob_id(&data);
+        let b = seal_blob(&k, BlobType::Data, id, &data, 3).unwrap();
+        let back = open_blob(
+            &k,
+            BlobType::Data,
+            &id,
+            b.compression,
+            data.len(),
+            &b.sealed,
+        )
+        .unwrap();
+        assert_eq!(back, data);
+        assert!(
+            open_blob(
+                &k,
+                BlobType::Tree,
+                &id,
+                b.compression,
+                data.len(),
+                &b.sealed
+            )
+            .is_err()
+        );
+    }
+}

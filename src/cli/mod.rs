@@ -1,0 +1,156 @@
+//! Command-line definitions and the shared plumbing of every command: repository location,
+//! password, cache directory, interrupt flag and output mode.
+
+mod backup;
+mod browse;
+mod check;
+mod init;
+mod progress;
+mod restore;
+mod snapshots;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use snap::error::Error;
+use snap::repo::Repository;
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(
+    name = "snap",
+    version,
+    about = "Deduplicating, encrypted backups of files and databases"
+)]
+pub struct Cli {
+    /// Repository location (a directory)
+    #[arg(short = 'r', long = "repo", env = "SNAP_REPOSITORY", global = true)]
+    repo: Option<PathBuf>,
+    /// Read the password from this file (first line); SNAP_PASSWORD also works
+    #[arg(long, env = "SNAP_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Where the local index cache lives (default $XDG_CACHE_HOME/snap)
+    #[arg(long, env = "SNAP_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// No progress bars or summaries
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Machine-readable output
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init(init::Args),
+    /// Back up files and directories
+    Backup(backup::Args),
+    /// List snapshots
+    Snapshots(snapshots::Args),
+    /// List the entries of a snapshot
+    Ls(browse::LsArgs),
+    /// Write one file of a snapshot to stdout
+    Cat(browse::CatArgs),
+    /// Restore a snapshot (or a path inside it) into a directory
+    Restore(restore::Args),
+    /// Check the repository's structure (and with --read-data, every byte)
+    Check(check::Args),
+    /// Remove stale locks
+    Unlock(check::UnlockArgs),
+}
+
+pub struct Ctx {
+    repo: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    cache_dir: PathBuf,
+    pub quiet: bool,
+    pub json: bool,
+    pub interrupt: Arc<AtomicBool>,
+}
+
+impl Ctx {
+    pub fn repo_path(&self) -> Result<PathBuf> {
+        self.repo.clone().ok_or_else(|| {
+            anyhow::anyhow!("no repository given: pass -r/--repo or set SNAP_REPOSITORY")
+        })
+    }
+
+    pub fn password(&self) -> Result<Zeroizing<String>> {
+        if let Ok(p) = std::env::var("SNAP_PASSWORD") {
+            return Ok(Zeroizing::new(p));
+        }
+        if let Some(f) = &self.password_file {
+            let s = Zeroizing::new(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read password file {}", f.display()))?,
+            );
+            return Ok(Zeroizing::new(
+                s.lines().next().unwrap_or_default().to_string(),
+            ));
+        }
+        Err(Error::NoPassword.into())
+    }
+
+    pub fn open(&self) -> Result<Repository> {
+        let repo = Repository::open(
+            &self.repo_path()?,
+            self.password()?.as_bytes(),
+            &self.cache_dir,
+        )?;
+        self.notes(&repo.notes);
+        Ok(repo)
+    }
+
+    pub fn notes(&self, notes: &[String]) {
+        if !self.quiet {
+            for n in notes {
+                eprintln!("snap: {n}");
+            }
+        }
+    }
+
+    /// Progress bars only for a human watching a terminal.
+    pub fn show_progress(&self) -> bool {
+        !self.quiet && !self.json && std::io::stderr().is_terminal()
+    }
+}
+
+pub fn run() -> Result<u8> {
+    let cli = Cli::parse();
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while we are shutting down cleanly ends the process at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, interrupt.clone())?;
+        signal_hook::flag::register(sig, interrupt.clone())?;
+    }
+    let ctx = Ctx {
+        repo: cli.repo,
+        password_file: cli.password_file,
+        cache_dir: cli.cache_dir.unwrap_or_else(snap::repo::default_cache_dir),
+        quiet: cli.quiet,
+        json: cli.json,
+        interrupt,
+    };
+    match cli.cmd {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Backup(a) => backup::run(&ctx, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, a),
+        Command::Ls(a) => browse::ls(&ctx, a),
+        Command::Cat(a) => browse::cat(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+        Command::Unlock(a) => check::unlock(&ctx, a),
+    }
+}
+
+/// Human-readable byte counts.
+pub fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}

@@ -1,0 +1,76 @@
+//! The repository config: the one file every command reads first, sealed with the master key.
+//!
+//! ```text
+//! config = header(kind 1) | sealed CBOR map Config
+//! ```
+//! It holds what must stay fixed for the life of the repository (its id, the chunker parameters
+//! and gear seed, so that every writer cuts the same content the same way) and defaults that a
+//! writer may use (compression level, pack size target).
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::ChunkerParams;
+use crate::crypto::{CryptoError, MasterKey};
+use crate::envelope::{self, EnvelopeError, Kind};
+use crate::id::Id;
+
+/// Default target for pack files: large enough that a 2 GiB repository is ~130 files, small enough
+/// that a restore or check reads no more than it needs.
+pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+pub const DEFAULT_COMPRESSION: i32 = 3;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub version: u32,
+    pub id: Id,
+    pub chunker: ChunkerParams,
+    pub compression: i32,
+    pub pack_size: u32,
+    pub created: String,
+}
+
+impl Config {
+    pub fn new(key: &MasterKey) -> Result<Config, CryptoError> {
+        let mut id = [0u8; 32];
+        crate::crypto::random_bytes(&mut id)?;
+        Ok(Config {
+            version: envelope::FORMAT_VERSION as u32,
+            id: Id(id),
+            chunker: ChunkerParams::default_with_seed(key.derive_u64("snap chunker gear seed")),
+            compression: DEFAULT_COMPRESSION,
+            pack_size: DEFAULT_PACK_SIZE,
+            created: chrono::Utc::now().to_rfc3339(),
+        })
+    }
+
+    pub fn encode(&self, key: &MasterKey) -> Result<Vec<u8>, CryptoError> {
+        envelope::seal_file(key, Kind::Config, &crate::cbor::to_vec(self))
+    }
+
+    pub fn decode(key: &MasterKey, bytes: &[u8]) -> Result<Config, EnvelopeError> {
+        let plain = envelope::open_file(key, Kind::Config, bytes)?;
+        Self::decode_plain(&plain)
+    }
+
+    /// Decodes and validates the plaintext (the fuzzable half of `decode`).
+    pub fn decode_plain(plain: &[u8]) -> Result<Config, EnvelopeError> {
+        let c: Config = crate::cbor::read(plain).map_err(EnvelopeError::Decode)?;
+        if c.version != envelope::FORMAT_VERSION as u32 {
+            return Err(EnvelopeError::Version(c.version.min(255) as u8));
+        }
+        c.chunker.validate().map_err(EnvelopeError::Decode)?;
+        if !(1..=22).contains(&c.compression) && c.compression != 0 {
+            return Err(EnvelopeError::Decode(format!(
+                "compression level {} out of range 0..=22",
+                c.compression
+            )));
+        }
+        if c.pack_size < 1024 * 1024 || c.pack_size > 1024 * 1024 * 1024 {
+            return Err(EnvelopeError::Decode(format!(
+                "pack size {} out of range 1 MiB..=1 GiB",
+                c.pack_size
+            )));
+        }
+        Ok(c)
+    }
+}

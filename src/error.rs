@@ -1,0 +1,82 @@
+//! The library's error type: every failure says what went wrong and where (which repository file,
+//! which source path), so `main` can print it and pick an exit code without guessing.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::envelope::EnvelopeError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no snap repository at {0} (create one with `snap init`, or check -r/SNAP_REPOSITORY)")]
+    NoRepository(String),
+    #[error("a repository already exists at {0}")]
+    RepositoryExists(String),
+    #[error("wrong password: no key in {0}/keys opens with it")]
+    WrongPassword(String),
+    #[error("no password given: set SNAP_PASSWORD or SNAP_PASSWORD_FILE, or pass --password-file")]
+    NoPassword,
+    #[error("repository is locked: {0}")]
+    Locked(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("repository file {file}: {source}")]
+    Envelope { file: String, source: EnvelopeError },
+    #[error("repository file {file} is damaged: {what}")]
+    Corrupt { file: String, what: String },
+    #[error("index cache {path}: {what}")]
+    Index { path: PathBuf, what: String },
+    #[error("no snapshot matches {0:?} (list them with `snap snapshots`)")]
+    SnapshotNotFound(String),
+    #[error("snapshot prefix {0:?} is ambiguous; give more digits")]
+    AmbiguousSnapshot(String),
+    #[error("path {path:?} is not in snapshot {snapshot}")]
+    PathNotFound { snapshot: String, path: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{context}: {source}")]
+    Context { context: String, source: Box<Error> },
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Prefixes an error with where it happened (a source path, a snapshot path).
+    pub fn context(self, context: impl Into<String>) -> Error {
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The innermost error, for choosing an exit code.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Context { source, .. } => source.root(),
+            e => e,
+        }
+    }
+
+    pub fn corrupt(file: impl Into<String>, what: impl Into<String>) -> Error {
+        Error::Corrupt {
+            file: file.into(),
+            what: what.into(),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The blob index: blob id → (pack, offset, length, raw length, type, compression), in RocksDB.
+//!
+//! It is a cache, never the truth: everything in it was read from pack headers, and the
+//! repository rebuilds it whenever it is missing, names a pack that is gone, or lacks packs another
+//! writer added (see `Repository::sync_index`). RocksDB keeps memory flat as the repository grows:
+//! a bounded block cache, small write buffers, no in-memory map of all blobs.
+//!
+//! ```text
+//! key "b" | blob id (32)  → pack id (32) | offset u32 LE | length u32 LE | raw_len u32 LE | type u8 | compression u8
+//! key "p" | pack id (32)  → pack size u64 LE | blob count u32 LE
+//! key "v"                 → index layout version u32 LE
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{BlockBasedOptions, Cache, DB, IteratorMode, Options, WriteBatch};
+
+use crate::blob::{BlobType, Compression};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::PackEntry;
+
+const LAYOUT_VERSION: u32 = 1;
+const BLOCK_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: Id,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_len: u32,
+    pub btype: BlobType,
+    pub compression: Compression,
+}
+
+pub struct Index {
+    db: DB,
+    path: PathBuf,
+}
+
+fn key(prefix: u8, id: &Id) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn options() -> Options {
+    let mut bb = BlockBasedOptions::default();
+    bb.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE_BYTES));
+    bb.set_bloom_filter(10.0, false);
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.set_block_based_table_factory(&bb);
+    o.set_write_buffer_size(8 * 1024 * 1024);
+    o.set_max_open_files(64);
+    o.set_keep_log_file_num(2);
+    o.set_max_total_wal_size(32 * 1024 * 1024);
+    o
+}
+
+impl Index {
+    /// Opens (creating when absent) the index at `path`. `Ok((index, created))`.
+    pub fn open(path: &Path) -> Result<(Index, bool)> {
+        let created = !path.join("CURRENT").exists();
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+        }
+        let db = DB::open(&options(), path).map_err(|e| Error::Index {
+            path: path.into(),
+            what: e.to_string(),
+        })?;
+        let idx = Index {
+            db,
+            path: path.into(),
+        };
+        match idx.db.get(b"v").map_err(|e| idx.err(e))? {
+            Some(v) if v == LAYOUT_VERSION.to_le_bytes() => Ok((idx, created)),
+            Some(_) => {
+                // An index written by another snap version: rebuild rather than misread it.
+                idx.clear()?;
+                Ok((idx, true))
+            }
+            None => {
+                idx.db
+                    .put(b"v", LAYOUT_VERSION.to_le_bytes())
+                    .map_err(|e| idx.err(e))?;
+                Ok((idx, created))
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rocksdb::Error) -> Error {
+        Error::Index {
+            path: self.path.clone(),
+            what: e.to_string(),
+        }
+    }
+
+    pub fn get(&self, id: &Id) -> Result<Option<BlobLocation>> {
+        let Some(v) = self.db.get_pinned(key(b'b', id)).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        decode_location(&v).map(Some).ok_or_else(|| Error::Index {
+            path: self.path.clone(),
+            what: format!("entry for blob {id} is malformed (run `snap repair index`)"),
+        })
+    }
+
+    pub fn contains(&self, id: &Id) -> Result<bool> {
+        Ok(self
+            .db
+            .get_pinned(key(b'b', id))
+            .map_err(|e| self.err(e))?
+            .is_some())
+    }
+
+    /// Records a durable pack and all its blobs in one atomic batch.
+    pub fn add_pack(&self, pack: &Id, size: u64, entries: &[PackEntry]) -> Result<()> {
+        let mut b = WriteBatch::default();
+        for e in entries {
+            let mut v = Vec::with_capacity(46);
+            v.extend_from_slice(&pack.0);
+            v.extend_from_slice(&e.offset.to_le_bytes());
+            v.extend_from_slice(&e.length.to_le_bytes());
+            v.extend_from_slice(&e.raw_len.to_le_bytes());
+            v.push(e.btype as u8);
+            v.push(e.compression as u8);
+            b.put(key(b'b', &e.id), v);
+        }
+        let mut pv = size.to_le_bytes().to_vec();
+        pv.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        b.put(key(b'p', pack), pv);
+        self.db.write(b).map_err(|e| self.err(e))
+    }
+
+    /// All packs the index knows, with their sizes.
+    pub fn packs(&self) -> Result<HashMap<Id, u64>> {
+        let mut out = HashMap::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"p", rocksdb::Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if k.first() != Some(&b'p') {
+                break;
+            }
+            if let (Some(id), Some(size)) = (Id::from_slice(&k[1..]), v.get(..8)) {
+                let mut s = [0u8; 8];
+                s.copy_from_slice(size);
+                out.insert(id, u64::from_le_bytes(s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops every entry (used before a rebuild).
+    pub fn clear(&self) -> Result<()> {
+        let mut b = WriteBatch::default();
+        b.delete_range(&[0u8][..], &[0xffu8; 34][..]);
+        b.put(b"v", LAYOUT_VERSION.to_le_bytes());
+        self.db.write(b).map_err(|e| self.err(e))
+    }
+
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| self.err(e))
+    }
+}
+
+fn decode_location(v: &[u8]) -> Option<BlobLocation> {
+    if v.len() != 46 {
+        return None;
+    }
+    let u = |at: usize| u32::from_le_bytes([v[at], v[at + 1], v[at + 2], v[at + 3]]);
+    Some(BlobLocation {
+        pack: Id::from_slice(&v[..32])?,
+        offset: u(32),
+        length: u(36),
+        raw_len: u(40),
+        btype: BlobType::from_u8(v[44])?,
+        compression: Compression::from_u8(v[45])?,
+    })
+}

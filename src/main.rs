@@ -1,0 +1,30 @@
+//! The `snap` binary: parses the command line, calls one library function per command, prints
+//! the result, and turns errors into messages and exit codes (restic's convention).
+
+mod cli;
+
+use std::process::ExitCode;
+
+use snap::error::Error;
+
+/// Exit codes: 0 ok, 1 fatal, 3 snapshot written but incomplete, 10 no repository,
+/// 11 lock not taken, 12 wrong password, 130 interrupted.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<Error>().map(Error::root) {
+        Some(Error::NoRepository(_)) => 10,
+        Some(Error::Locked(_)) => 11,
+        Some(Error::WrongPassword(_)) => 12,
+        Some(Error::Interrupted) => 130,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    match cli::run() {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("snap: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Pack files: many sealed blobs in one immutable file, followed by a sealed header that lists them.
+//!
+//! ```text
+//! pack        = header(kind 5) (8) | blob_0 | … | blob_{n-1} | sealed_hdr | hdr_len u32 LE
+//! blob_i      = nonce(12) | ciphertext | tag(16)      AD = header(kind 7|8) | blob id
+//! sealed_hdr  = nonce(12) | ciphertext | tag(16)      AD = header(kind 6)
+//! hdr plain   = count u32 LE | entry × count
+//! entry (42)  = type u8 (7 data, 8 tree) | compression u8 (0 none, 1 zstd)
+//!             | length u32 LE (sealed bytes in the pack) | raw_len u32 LE (plaintext) | id (32)
+//! ```
+//! Blob i starts at 8 + the lengths of the blobs before it. The header is at the end so a writer
+//! can stream blobs without knowing the count; the trailing length lets a reader find it with one
+//! small read. A pack's file name is the BLAKE3 of all its bytes.
+
+use crate::blob::{BlobType, Compression, SealedBlob};
+use crate::crypto::{CryptoError, MasterKey, SEAL_OVERHEAD};
+use crate::envelope::{self, HEADER_LEN, Kind};
+use crate::id::Id;
+
+pub const ENTRY_LEN: usize = 42;
+pub const TRAILER_LEN: usize = 4;
+/// A header larger than this is refused (about 400,000 blobs), so a damaged length cannot make a
+/// reader allocate gigabytes.
+pub const MAX_HEADER_LEN: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub btype: BlobType,
+    pub compression: Compression,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_len: u32,
+    pub id: Id,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("pack is {0} bytes, too short for a header")]
+    Short(u64),
+    #[error("header length {0} does not fit a pack of {1} bytes")]
+    HeaderLength(u64, u64),
+    #[error("header: {0}")]
+    Header(#[from] CryptoError),
+    #[error("header: {0}")]
+    Format(String),
+}
+
+/// Accumulates blobs of one type in memory until the pack reaches its target size.
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl Default for PackBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PackBuilder {
+    pub fn new() -> PackBuilder {
+        PackBuilder {
+            buf: envelope::header(Kind::Pack).to_vec(),
+            entries: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn add(&mut self, b: &SealedBlob) {
+        self.entries.push(PackEntry {
+            btype: b.btype,
+            compression: b.compression,
+            offset: self.buf.len() as u32,
+            length: b.sealed.len() as u32,
+            raw_len: b.raw_len,
+            id: b.id,
+        });
+        self.buf.extend_from_slice(&b.sealed);
+    }
+
+    /// Seals the header, appends it and returns the pack's id, bytes and entries.
+    pub fn finish(mut self, key: &MasterKey) -> Result<(Id, Vec<u8>, Vec<PackEntry>), CryptoError> {
+        let hdr =
+            envelope::seal_bound(key, Kind::PackHeader, None, &encode_entries(&self.entries))?;
+        self.buf.extend_from_slice(&hdr);
+        self.buf
+            .extend_from_slice(&(hdr.len() as u32).to_le_bytes());
+        Ok((Id::of_file_bytes(&self.buf), self.buf, self.entries))
+    }
+}
+
+pub fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + entries.len() * ENTRY_LEN);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        out.push(e.btype as u8);
+        out.push(e.compression as u8);
+        out.extend_from_slice(&e.length.to_le_bytes());
+        out.extend_from_slice(&e.raw_len.to_le_bytes());
+        out.extend_from_slice(&e.id.0);
+    }
+    out
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+/// Decodes the plaintext header of a pack of `pack_len` bytes whose sealed header is `hdr_len`
+/// bytes, computing offsets and checking that the blobs exactly fill the space before the header.
+pub fn decode_entries(
+    plain: &[u8],
+    pack_len: u64,
+    hdr_len: u64,
+) -> Result<Vec<PackEntry>, PackError> {
+    if plain.len() < 4 {
+        return Err(PackError::Format("shorter than its count".into()));
+    }
+    let count = u32_at(plain, 0) as usize;
+    if plain.len() != 4 + count.saturating_mul(ENTRY_LEN) {
+        return Err(PackError::Format(format!(
+            "{} bytes cannot hold {count} entries",
+            plain.len()
+        )));
+    }
+    let mut entries = Vec::with_capacity(count);
+    let mut offset = HEADER_LEN as u64;
+    for i in 0..count {
+        let e = &plain[4 + i * ENTRY_LEN..4 + (i + 1) * ENTRY_LEN];
+        let btype = BlobType::from_u8(e[0])
+            .ok_or_else(|| PackError::Format(format!("entry {i}: blob type {}", e[0])))?;
+        let compression = Compression::from_u8(e[1])
+            .ok_or_else(|| PackError::Format(format!("entry {i}: compression {}", e[1])))?;
+        let length = u32_at(e, 2);
+        let raw_len = u32_at(e, 6);
+        if (length as usize) < SEAL_OVERHEAD {
+            return Err(PackError::Format(format!(
+                "entry {i}: length {length} is shorter than a sealed blob"
+            )));
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&e[10..42]);
+        entries.push(PackEntry {
+            btype,
+            compression,
+            offset: offset as u32,
+            length,
+            raw_len,
+            id: Id(id),
+        });
+        offset += length as u64;
+        if offset > u32::MAX as u64 {
+            return Err(PackError::Format("offsets beyond 4 GiB".into()));
+        }
+    }
+    if offset + hdr_len + TRAILER_LEN as u64 != pack_len {
+        return Err(PackError::Format(format!(
+            "blobs end at {offset}, header of {hdr_len} bytes, but the pack has {pack_len} bytes"
+        )));
+    }
+    Ok(entries)
+}
+
+/// From the last 4 bytes of a pack of `pack_len` bytes, where the sealed header starts and its length.
+pub fn header_location(trailer: &[u8], pack_len: u64) -> Result<(u64, u64), PackError> {
+    if pack_len < (HEADER_LEN + TRAILER_LEN + SEAL_OVERHEAD) as u64 || trailer.len() != TRAILER_LEN
+    {
+        return Err(PackError::Short(pack_len));
+    }
+    let hdr_len = u32_at(trailer, 0) as u64;
+    if hdr_len as usize > MAX_HEADER_LEN || hdr_len + (HEADER_LEN + TRAILER_LEN) as u64 > pack_len {
+        return Err(PackError::HeaderLength(hdr_len, pack_len));
+    }
+    Ok((pack_len - TRAILER_LEN as u64 - hdr_len, hdr_len))
+}
+
+/// Opens and decodes a sealed header read from `header_location`.
+pub fn open_header(
+    key: &MasterKey,
+    sealed: &[u8],
+    pack_len: u64,
+) -> Result<Vec<PackEntry>, PackError> {
+    let plain = envelope::open_bound(key, Kind::PackHeader, None, sealed)?;
+    decode_entries(&plain, pack_len, sealed.len() as u64)
+}
+
+/// Decodes a whole pack held in memory (checker and tests): its magic, header and entries.
+pub fn read_whole(key: &MasterKey, pack: &[u8]) -> Result<Vec<PackEntry>, PackError> {
+    envelope::check_header(Kind::Pack, pack).map_err(|e| PackError::Format(e.to_string()))?;
+    let len = pack.len() as u64;
+    if pack.len() < TRAILER_LEN {
+        return Err(PackError::Short(len));
+    }
+    let (start, hdr_len) = header_location(&pack[pack.len() - TRAILER_LEN..], len)?;
+    open_header(key, &pack[start as usize..(start + hdr_len) as usize], len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::seal_blob;
+
+    #[test]
+    fn pack_round_trip() {
+        let k = MasterKey::generate().unwrap();
+        let mut pb = PackBuilder::new();
+        let mut ids = vec![];
+        for i in 0..10u8 {
+            let data = vec![i; 1000 + i as usize];
+            let id = k.blob_id(&data);
+            ids.push(id);
+            pb.add(&seal_blob(&k, BlobType::Data, id, &data, 3).unwrap());
+        }
+        let (pid, bytes, entries) = pb.finish(&k).unwrap();
+        assert_eq!(pid, Id::of_file_bytes(&bytes));
+        let back = read_whole(&k, &bytes).unwrap();
+        assert_eq!(back, entries);
+        for (e, id) in back.iter().zip(&ids) {
+            assert_eq!(e.id, *id);
+            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+            let plain = crate::blob::open_blob(
+                &k,
+                e.btype,
+                &e.id,
+                e.compression,
+                e.raw_len as usize,
+                sealed,
+            )
+            .unwrap();
+            assert_eq!(k.blob_id(&plain), *id);
+        }
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 10] ^= 1;
+        assert!(read_whole(&k, &bad).is_err());
+    }
+}

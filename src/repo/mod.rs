@@ -1,0 +1,463 @@
+//! The repository: opening (config, keys, index cache), and the blob and snapshot store that every
+//! command above uses. Writing blobs in bulk is the archiver's pack pipeline; this module owns the
+//! rule it follows: a pack is durable before the index names it, and every blob of a snapshot is
+//! durable before the snapshot file is written.
+
+pub mod lock;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::backend::local::LocalBackend;
+use crate::backend::{Backend, pack_path};
+use crate::blob;
+use crate::config::Config;
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{BlobLocation, Index};
+use crate::keyfile::{KeyFile, KeyFileError};
+use crate::pack::{self, PackEntry};
+use crate::snapshot::Snapshot;
+use crate::tree::{Node, Tree};
+
+/// Options for `init` that tests and power users set; defaults suit production.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub kdf_memory_kib: u32,
+    pub kdf_iterations: u32,
+    pub pack_size: Option<u32>,
+    pub compression: Option<i32>,
+    pub chunker: Option<(u32, u32, u32)>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            kdf_memory_kib: crate::keyfile::DEFAULT_MEMORY_KIB,
+            kdf_iterations: crate::keyfile::DEFAULT_ITERATIONS,
+            pack_size: None,
+            compression: None,
+            chunker: None,
+        }
+    }
+}
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    key: MasterKey,
+    config: Config,
+    index: Index,
+    _temp_index: Option<tempfile::TempDir>,
+    /// Things the user should know about opening (index rebuilt, damaged packs skipped).
+    pub notes: Vec<String>,
+}
+
+/// `$SNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/snap`, else `~/.cache/snap`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SNAP_CACHE_DIR") {
+        return d.into();
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("snap");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache/snap")
+}
+
+fn key_error(e: KeyFileError, path: &str) -> Error {
+    Error::corrupt(path, e.to_string())
+}
+
+/// Creates a new repository at `path`; returns its id.
+pub fn init(path: &Path, password: &[u8], opts: &InitOptions) -> Result<Id> {
+    let backend = LocalBackend::new(path);
+    if backend.exists("config")? {
+        return Err(Error::RepositoryExists(path.display().to_string()));
+    }
+    if path.exists()
+        && std::fs::read_dir(path)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(Error::Usage(format!(
+            "{} exists and is not empty; give a new or empty directory",
+            path.display()
+        )));
+    }
+    backend.create_layout()?;
+    let key = MasterKey::generate()?;
+    let mut config = Config::new(&key)?;
+    if let Some(s) = opts.pack_size {
+        config.pack_size = s;
+    }
+    if let Some(c) = opts.compression {
+        config.compression = c;
+    }
+    if let Some((min, avg, max)) = opts.chunker {
+        config.chunker.min = min;
+        config.chunker.avg = avg;
+        config.chunker.max = max;
+    }
+    Config::decode_plain(&crate::cbor::to_vec(&config))
+        .map_err(|e| Error::Usage(format!("invalid repository settings: {e}")))?;
+    let kf = KeyFile::create(&key, password, opts.kdf_memory_kib, opts.kdf_iterations)
+        .map_err(|e| key_error(e, "keys"))?;
+    let kb = kf.encode();
+    // The key first: a crash after it but before config leaves a directory `init` can be rerun on
+    // after removal, never a config nobody can open.
+    backend.write(&format!("keys/{}", Id::of_file_bytes(&kb)), &kb)?;
+    backend.write("config", &config.encode(&key)?)?;
+    Ok(config.id)
+}
+
+impl Repository {
+    pub fn open(path: &Path, password: &[u8], cache_dir: &Path) -> Result<Repository> {
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
+        if !backend.exists("config")? {
+            return Err(Error::NoRepository(path.display().to_string()));
+        }
+        let key = open_key(backend.as_ref(), password)?;
+        let cfg_bytes = backend.read("config")?;
+        let config = Config::decode(&key, &cfg_bytes).map_err(|e| Error::Envelope {
+            file: "config".into(),
+            source: e,
+        })?;
+        let mut notes = Vec::new();
+        let index_dir = cache_dir.join(config.id.to_hex()).join("index");
+        let (index, created, temp) = match Index::open(&index_dir) {
+            Ok((i, c)) => (i, c, None),
+            Err(e) => {
+                // Most often another snap process holds the RocksDB lock. The index is only a cache,
+                // so rebuild a private one rather than wait or fail.
+                let tmp = tempfile::tempdir()
+                    .map_err(|e| Error::io("cannot create", std::env::temp_dir(), e))?;
+                notes.push(format!("index cache unavailable ({e}); using a temporary index rebuilt from pack headers"));
+                let (i, _) = Index::open(&tmp.path().join("index"))?;
+                (i, true, Some(tmp))
+            }
+        };
+        if created && temp.is_none() {
+            notes.push(format!(
+                "index cache {} was missing; rebuilding it from pack headers",
+                index_dir.display()
+            ));
+        }
+        let mut repo = Repository {
+            backend,
+            key,
+            config,
+            index,
+            _temp_index: temp,
+            notes,
+        };
+        repo.sync_index()?;
+        Ok(repo)
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Brings the index in line with the packs present: reads the headers of packs it lacks, and
+    /// rebuilds from scratch when it names packs that are gone.
+    pub fn sync_index(&mut self) -> Result<()> {
+        let present: Vec<(Id, u64)> = self
+            .backend
+            .list("data")?
+            .into_iter()
+            .filter_map(|(p, size)| Some((Id::from_hex(p.rsplit('/').next()?)?, size)))
+            .collect();
+        let mut known = self.index.packs()?;
+        let present_set: std::collections::HashSet<Id> = present.iter().map(|(i, _)| *i).collect();
+        let gone = known.keys().filter(|k| !present_set.contains(k)).count();
+        if gone > 0 {
+            self.notes.push(format!(
+                "{gone} indexed pack(s) are gone from the repository; rebuilding the index"
+            ));
+            self.index.clear()?;
+            known.clear();
+        }
+        let missing: Vec<&(Id, u64)> = present
+            .iter()
+            .filter(|(id, _)| !known.contains_key(id))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let results: Vec<(Id, u64, Result<Vec<PackEntry>>)> = missing
+            .par_iter()
+            .map(|(id, size)| (*id, *size, self.read_pack_header(id, *size)))
+            .collect();
+        let mut added = 0;
+        for (id, size, r) in results {
+            match r {
+                Ok(entries) => {
+                    self.index.add_pack(&id, size, &entries)?;
+                    added += 1;
+                }
+                Err(e) => self.notes.push(format!(
+                    "skipped pack {}: {e} (run `snap check`)",
+                    pack_path(&id)
+                )),
+            }
+        }
+        if !known.is_empty() && added > 0 {
+            self.notes.push(format!(
+                "index caught up with {added} pack(s) written by another process"
+            ));
+        }
+        self.index.flush()
+    }
+
+    /// Reads and opens the header of one pack.
+    pub fn read_pack_header(&self, id: &Id, size: u64) -> Result<Vec<PackEntry>> {
+        let path = pack_path(id);
+        let tail_len = size.min(64 * 1024);
+        let tail = self.backend.read_range(&path, size - tail_len, tail_len)?;
+        let corrupt = |e: pack::PackError| Error::corrupt(&path, e.to_string());
+        let (start, hdr_len) =
+            pack::header_location(&tail[tail.len().saturating_sub(4)..], size).map_err(corrupt)?;
+        let sealed = if start >= size - tail_len {
+            let from = (start - (size - tail_len)) as usize;
+            tail[from..from + hdr_len as usize].to_vec()
+        } else {
+            self.backend.read_range(&path, start, hdr_len)?
+        };
+        pack::open_header(&self.key, &sealed, size).map_err(corrupt)
+    }
+
+    pub fn locate(&self, id: &Id) -> Result<BlobLocation> {
+        self.index.get(id)?.ok_or_else(|| {
+            Error::corrupt(
+                format!("blob {id}"),
+                "is not in any pack of the repository (run `snap check`)",
+            )
+        })
+    }
+
+    /// Loads, opens, decompresses and id-checks one blob.
+    pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        let path = pack_path(&loc.pack);
+        let sealed = self
+            .backend
+            .read_range(&path, loc.offset as u64, loc.length as u64)?;
+        blob::open_blob(
+            &self.key,
+            loc.btype,
+            id,
+            loc.compression,
+            loc.raw_len as usize,
+            &sealed,
+        )
+        .map_err(|e| Error::corrupt(&path, format!("blob {id} at offset {}: {e}", loc.offset)))
+    }
+
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let bytes = self.load_blob(id)?;
+        Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
+    }
+
+    /// Writes a finished pack durably, then records it in the index (the write order invariant).
+    pub fn store_pack(&self, id: &Id, bytes: &[u8], entries: &[PackEntry]) -> Result<()> {
+        self.backend.write(&pack_path(id), bytes)?;
+        self.index.add_pack(id, bytes.len() as u64, entries)
+    }
+
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let bytes = snap.encode(&self.key)?;
+        let id = Id::of_file_bytes(&bytes);
+        self.backend.write(&format!("snapshots/{id}"), &bytes)?;
+        Ok(id)
+    }
+
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let path = format!("snapshots/{id}");
+        let bytes = self.backend.read(&path)?;
+        if Id::of_file_bytes(&bytes) != *id {
+            return Err(Error::corrupt(&path, "content does not match its name"));
+        }
+        Snapshot::decode(&self.key, &bytes).map_err(|e| Error::Envelope {
+            file: path,
+            source: e,
+        })
+    }
+
+    /// Every snapshot, oldest first. Unreadable snapshot files are reported in `notes` and skipped.
+    pub fn snapshots(&mut self) -> Result<Vec<(Id, Snapshot)>> {
+        let mut out = Vec::new();
+        for (path, _) in self.backend.list("snapshots")? {
+            let Some(id) = path.rsplit('/').next().and_then(Id::from_hex) else {
+                continue;
+            };
+            match self.load_snapshot(&id) {
+                Ok(s) => out.push((id, s)),
+                Err(e) => self.notes.push(format!("skipped {e}")),
+            }
+        }
+        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, a full id or a unique prefix.
+    pub fn find_snapshot(&mut self, spec: &str) -> Result<(Id, Snapshot)> {
+        let all = self.snapshots()?;
+        if spec == "latest" {
+            return all
+                .into_iter()
+                .next_back()
+                .ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let mut hits = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_l));
+        match (hits.next(), hits.next()) {
+            (Some(h), None) if !spec.is_empty() => Ok(h),
+            (Some(_), Some(_)) => Err(Error::AmbiguousSnapshot(spec.into())),
+            _ => Err(Error::SnapshotNotFound(spec.into())),
+        }
+    }
+
+    /// The tree node at `path` (components separated by `/`) inside `tree`; the root when empty.
+    pub fn find_path(&self, root: &Id, path: &[u8]) -> Result<Option<Node>> {
+        let mut tree = self.load_tree(root)?;
+        let comps: Vec<&[u8]> = path
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        let mut node = None;
+        for (i, c) in comps.iter().enumerate() {
+            let Some(n) = tree.find(c).cloned() else {
+                return Ok(None);
+            };
+            if i + 1 < comps.len() {
+                let Some(sub) = n.subtree else {
+                    return Ok(None);
+                };
+                tree = self.load_tree(&sub)?;
+            }
+            node = Some(n);
+        }
+        Ok(node)
+    }
+
+    /// Visits every node below `tree` depth-first, with its path (`prefix/name`). `visit` returns
+    /// whether to descend into a directory.
+    pub fn walk(
+        &self,
+        tree: &Id,
+        prefix: &str,
+        visit: &mut dyn FnMut(&str, &Node) -> Result<bool>,
+    ) -> Result<()> {
+        for node in self.load_tree(tree)?.nodes {
+            let path = format!("{prefix}/{}", node.name_lossy());
+            if visit(&path, &node)?
+                && let Some(sub) = node.subtree
+            {
+                self.walk(&sub, &path, visit)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a file node's content (holes as zeros) to `out`.
+    pub fn write_content(&self, node: &Node, out: &mut dyn std::io::Write) -> Result<()> {
+        let zeros = vec![0u8; 64 * 1024];
+        for ext in &node.content {
+            let io = |e| Error::io("cannot write", "output", e);
+            match ext.0 {
+                Some(id) => out.write_all(&self.load_blob(&id)?).map_err(io)?,
+                None => {
+                    let mut left = ext.1;
+                    while left > 0 {
+                        let n = left.min(zeros.len() as u64) as usize;
+                        out.write_all(&zeros[..n]).map_err(io)?;
+                        left -= n as u64;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A directory node standing for a whole snapshot tree, so "the root" and "a subdirectory" are
+    /// handled alike.
+    pub fn root_node(tree: Id) -> Node {
+        Node {
+            name: b"/".to_vec(),
+            kind: crate::tree::NodeKind::Dir,
+            mode: 0o40755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            mtime: 0,
+            ctime: 0,
+            inode: 0,
+            dev: 0,
+            nlink: 1,
+            rdev: 0,
+            target: None,
+            content: Vec::new(),
+            subtree: Some(tree),
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// Resolves `path` inside snapshot tree `root`; the root itself for an empty path or `/`.
+    pub fn resolve(&self, root: &Id, snapshot: &str, path: &str) -> Result<Node> {
+        if path.trim_matches('/').is_empty() {
+            return Ok(Self::root_node(*root));
+        }
+        self.find_path(root, path.as_bytes())?
+            .ok_or_else(|| Error::PathNotFound {
+                snapshot: snapshot.into(),
+                path: path.into(),
+            })
+    }
+}
+
+fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<MasterKey> {
+    let keys = backend.list("keys")?;
+    let mut damaged = Vec::new();
+    for (path, _) in &keys {
+        let kf = match backend.read(path).map(|b| KeyFile::decode(&b)) {
+            Ok(Ok(kf)) => kf,
+            Ok(Err(e)) => {
+                damaged.push(format!("{path}: {e}"));
+                continue;
+            }
+            Err(e) => {
+                damaged.push(e.to_string());
+                continue;
+            }
+        };
+        match kf.open(password) {
+            Ok(k) => return Ok(k),
+            Err(KeyFileError::WrongPassword) => {}
+            Err(e) => damaged.push(format!("{path}: {e}")),
+        }
+    }
+    if keys.is_empty() || (damaged.len() == keys.len()) {
+        return Err(Error::corrupt(
+            "keys/",
+            format!("no usable key file: {}", damaged.join("; ")),
+        ));
+    }
+    Err(Error::WrongPassword(backend.location()))
+}

@@ -1,0 +1,93 @@
+//! Snapshots: the root tree id plus what a human needs to choose one (time, host, paths, tags)
+//! and what the next backup needs (kind, parent), with a summary of the run.
+//!
+//! ```text
+//! snapshots/<blake3 of file> = header(kind 3) | sealed CBOR map Snapshot
+//! ```
+//! A snapshot is written only after every blob it references is durable, so a listed snapshot is
+//! always complete in the repository; `incomplete` says the *source* could not be read in full.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::{CryptoError, MasterKey};
+use crate::envelope::{self, EnvelopeError, Kind};
+use crate::id::Id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    Full,
+    Incremental,
+    Differential,
+}
+
+impl BackupKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Incremental => "incremental",
+            BackupKind::Differential => "differential",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs: u64,
+    pub other_entries: u64,
+    /// Bytes of file content read from the source.
+    pub bytes_read: u64,
+    /// Logical size of all files in the snapshot.
+    pub bytes_total: u64,
+    /// New blobs stored by this run and their size in packs (after compression and sealing).
+    pub blobs_added: u64,
+    pub bytes_added: u64,
+    /// Plaintext size of the new blobs.
+    pub bytes_added_raw: u64,
+    pub packs_written: u64,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceError {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub time: String,
+    pub time_end: String,
+    pub host: String,
+    pub user: String,
+    pub paths: Vec<String>,
+    pub tags: Vec<String>,
+    pub kind: BackupKind,
+    pub parent: Option<Id>,
+    pub tree: Id,
+    pub incomplete: bool,
+    pub errors: Vec<SourceError>,
+    pub summary: Summary,
+    pub program: String,
+}
+
+impl Snapshot {
+    pub fn encode(&self, key: &MasterKey) -> Result<Vec<u8>, CryptoError> {
+        envelope::seal_file(key, Kind::Snapshot, &crate::cbor::to_vec(self))
+    }
+
+    pub fn decode(key: &MasterKey, bytes: &[u8]) -> Result<Snapshot, EnvelopeError> {
+        Self::decode_plain(&envelope::open_file(key, Kind::Snapshot, bytes)?)
+    }
+
+    pub fn decode_plain(plain: &[u8]) -> Result<Snapshot, EnvelopeError> {
+        crate::cbor::read(plain).map_err(EnvelopeError::Decode)
+    }
+
+    pub fn time_parsed(&self) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+        chrono::DateTime::parse_from_rfc3339(&self.time).ok()
+    }
+}

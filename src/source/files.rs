@@ -1,0 +1,129 @@
+//! Reading file system entries: metadata into tree nodes, extended attributes, and the data
+//! regions of sparse files (found with SEEK_DATA/SEEK_HOLE, so holes are neither read nor stored).
+
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+use crate::tree::{Node, NodeKind, Xattr};
+
+pub fn kind_of(md: &Metadata) -> NodeKind {
+    let ft = md.file_type();
+    if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_char_device() {
+        NodeKind::Chardev
+    } else if ft.is_block_device() {
+        NodeKind::Blockdev
+    } else if ft.is_socket() {
+        NodeKind::Socket
+    } else {
+        NodeKind::File
+    }
+}
+
+/// A node with everything but content/subtree filled in from `lstat` data, xattrs and link target.
+pub fn node_from(name: &OsStr, path: &Path, md: &Metadata) -> io::Result<Node> {
+    let kind = kind_of(md);
+    let target = if kind == NodeKind::Symlink {
+        Some(std::fs::read_link(path)?.as_os_str().as_bytes().to_vec())
+    } else {
+        None
+    };
+    Ok(Node {
+        name: name.as_bytes().to_vec(),
+        kind,
+        mode: md.mode(),
+        uid: md.uid(),
+        gid: md.gid(),
+        size: if kind == NodeKind::File { md.size() } else { 0 },
+        mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        ctime: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        inode: md.ino(),
+        dev: md.dev(),
+        nlink: md.nlink(),
+        rdev: if matches!(kind, NodeKind::Chardev | NodeKind::Blockdev) {
+            md.rdev()
+        } else {
+            0
+        },
+        target,
+        content: Vec::new(),
+        subtree: None,
+        xattrs: read_xattrs(path)?,
+    })
+}
+
+/// Extended attributes of `path` itself (not a symlink's target), sorted by name.
+pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        // File systems without xattr support simply have none.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for n in names {
+        if let Some(v) = xattr::get(path, &n)? {
+            out.push(Xattr(n.as_bytes().to_vec(), v));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The byte ranges of `file` that hold data, as (offset, len). A file whose allocated blocks
+/// cover its size is one range, without asking the kernel for holes.
+pub fn data_regions(file: &File, md: &Metadata) -> io::Result<Vec<(u64, u64)>> {
+    let size = md.size();
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    if md.blocks() * 512 >= size {
+        return Ok(vec![(0, size)]);
+    }
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: i64 = 0;
+    while (pos as u64) < size {
+        // SAFETY: lseek on a valid fd owned by `file`; no memory is passed.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole remains
+            }
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                return Ok(vec![(0, size)]); // SEEK_DATA unsupported: treat as dense
+            }
+            return Err(e);
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let end = (hole as u64).min(size);
+        if end > data as u64 {
+            out.push((data as u64, end - data as u64));
+        }
+        pos = hole;
+    }
+    Ok(out)
+}
+
+/// Tells the kernel we read sequentially once, so read-ahead is generous.
+pub fn advise_sequential(file: &File) {
+    // SAFETY: advisory call on a valid fd; failure is harmless.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    }
+}

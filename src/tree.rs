@@ -1,0 +1,142 @@
+//! Trees: one directory's entries, encoded as a CBOR blob and stored like any other blob.
+//!
+//! A node holds everything needed to recreate an entry (type, mode, owner, times in ns, xattrs,
+//! device numbers, symlink target) plus what incremental backups compare (size, mtime, ctime,
+//! inode). File content is a list of extents: a data blob of `len` bytes, or a hole of `len` bytes
+//! that is never stored, so sparse files stay sparse. Names are raw bytes: non-UTF-8 names
+//! round-trip. A decoded tree is validated (names are single, non-empty components, sorted and
+//! unique), because a restore joins these names onto the target directory.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Chardev,
+    Blockdev,
+    Socket,
+}
+
+/// A run of file content: `id` = Some(data blob) or None for a hole of `len` zero bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent(pub Option<Id>, pub u64);
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Xattr(
+    #[serde(with = "serde_bytes")] pub Vec<u8>,
+    #[serde(with = "serde_bytes")] pub Vec<u8>,
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: i64,
+    pub ctime: i64,
+    pub inode: u64,
+    pub dev: u64,
+    pub nlink: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub target: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<Extent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<Id>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
+}
+
+impl Node {
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    /// Bytes of content actually stored (holes excluded).
+    pub fn data_bytes(&self) -> u64 {
+        self.content
+            .iter()
+            .filter(|e| e.0.is_some())
+            .map(|e| e.1)
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    pub fn encode(&self) -> Vec<u8> {
+        crate::cbor::to_vec(self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Tree, String> {
+        let t: Tree = crate::cbor::read(bytes)?;
+        t.validate()?;
+        Ok(t)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let mut prev: Option<&[u8]> = None;
+        for n in &self.nodes {
+            if n.name.is_empty()
+                || n.name == b"."
+                || n.name == b".."
+                || n.name.iter().any(|&b| b == b'/' || b == 0)
+            {
+                return Err(format!("invalid entry name {:?}", n.name_lossy()));
+            }
+            if prev.is_some_and(|p| p >= &n.name[..]) {
+                return Err(format!(
+                    "entries not sorted or repeated at {:?}",
+                    n.name_lossy()
+                ));
+            }
+            prev = Some(&n.name);
+            let ok = match n.kind {
+                NodeKind::Dir => n.subtree.is_some() && n.content.is_empty(),
+                NodeKind::File => {
+                    n.subtree.is_none() && n.content.iter().map(|e| e.1).sum::<u64>() == n.size
+                }
+                NodeKind::Symlink => {
+                    n.target.is_some() && n.subtree.is_none() && n.content.is_empty()
+                }
+                _ => n.subtree.is_none() && n.content.is_empty(),
+            };
+            if !ok {
+                return Err(format!(
+                    "entry {:?} is inconsistent with its kind {:?}",
+                    n.name_lossy(),
+                    n.kind
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Binary search by name (nodes are sorted).
+    pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+}

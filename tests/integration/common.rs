@@ -1,0 +1,158 @@
+//! Test helpers shared by every integration test: a scratch repository, running the real `snap`
+//! binary, and the independent manifest script.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const PASSWORD: &str = "test password";
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub cache: PathBuf,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_snap")
+}
+
+impl Env {
+    /// A new, initialised repository (cheap KDF, optional extra init args).
+    pub fn new(init_args: &[&str]) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("snap-it-")
+            .tempdir_in(scratch_root())
+            .unwrap();
+        let repo = dir.path().join("repo");
+        let cache = dir.path().join("cache");
+        let env = Env { dir, repo, cache };
+        let mut args = vec!["init", "--kdf-memory-kib", "1024"];
+        args.extend_from_slice(init_args);
+        env.ok(&args);
+        env
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .env("SNAP_REPOSITORY", &self.repo)
+            .env("SNAP_PASSWORD", PASSWORD)
+            .env("SNAP_CACHE_DIR", &self.cache)
+            .env_remove("SNAP_PASSWORD_FILE");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs and asserts exit code 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "snap {args:?} failed: {}\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs with --json and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&a)).unwrap()
+    }
+
+    pub fn backup(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["backup"];
+        a.extend_from_slice(args);
+        self.json(&a)
+    }
+
+    pub fn pack_files(&self) -> Vec<PathBuf> {
+        walk_files(&self.repo.join("data"))
+    }
+}
+
+/// Scratch space on the real disk (not tmpfs), so sparse files and xattrs behave as in production.
+pub fn scratch_root() -> PathBuf {
+    let p = std::env::var_os("SNAP_TEST_TMP")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The independent manifest of a tree (scripts/manifest.py: Python's os.lstat and hashlib).
+pub fn manifest(dir: &Path) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/manifest.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "manifest failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let (ma, mb) = (manifest(a), manifest(b));
+    if ma != mb {
+        let la: Vec<&str> = ma.lines().collect();
+        let lb: Vec<&str> = mb.lines().collect();
+        let only_a: Vec<&&str> = la.iter().filter(|l| !lb.contains(l)).take(10).collect();
+        let only_b: Vec<&&str> = lb.iter().filter(|l| !la.contains(l)).take(10).collect();
+        panic!(
+            "trees differ ({} vs {} entries)\nsource only: {only_a:#?}\nrestore only: {only_b:#?}",
+            la.len(),
+            lb.len()
+        );
+    }
+    assert!(!ma.is_empty(), "manifest of {a:?} is empty");
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn write(path: &Path, data: &[u8]) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    std::fs::write(path, data).unwrap();
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}

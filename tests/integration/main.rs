@@ -1,0 +1,11 @@
+//! Integration tests: the real `snap` binary on real files, compared by an independent manifest.
+//! One test binary (not one per file) so RocksDB is linked once.
+
+mod common;
+
+mod all_kinds;
+mod backup_kinds;
+mod crash;
+mod errors;
+mod formats;
+mod index_cache;
