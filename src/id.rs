@@ -56,15 +56,25 @@ impl fmt::Debug for Id {
     }
 }
 
-// Ids are CBOR byte strings (32 bytes), not arrays of 32 integers: half the size on disk.
+// Ids are CBOR byte strings (32 bytes, half the size of an array of integers) on disk, and hex
+// strings in human-readable formats such as `--json` output.
 impl Serialize for Id {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            s.serialize_bytes(&self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            return Id::from_hex(&s)
+                .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"));
+        }
         let b: serde_bytes::ByteBuf = serde_bytes::ByteBuf::deserialize(d)?;
         Id::from_slice(&b).ok_or_else(|| serde::de::Error::invalid_length(b.len(), &"32 bytes"))
     }

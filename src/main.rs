@@ -23,7 +23,13 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("snap: error: {e:#}");
+            // The library's errors already carry their causes in their message; anything else
+            // (context added in the binary) is printed with its chain.
+            if e.downcast_ref::<Error>().is_some() {
+                eprintln!("snap: error: {e}");
+            } else {
+                eprintln!("snap: error: {e:#}");
+            }
             ExitCode::from(exit_code(&e))
         }
     }

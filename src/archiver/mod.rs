@@ -448,7 +448,11 @@ pub fn backup(
         tags: opts.tags.clone(),
         // Without a parent every file was read: that is a full backup, whatever was asked for,
         // and it is what a later differential must compare against.
-        kind: if parent.is_none() { BackupKind::Full } else { opts.kind },
+        kind: if parent.is_none() {
+            BackupKind::Full
+        } else {
+            opts.kind
+        },
         parent: parent.map(|(id, _)| id),
         tree,
         incomplete: !errors.is_empty(),

@@ -85,15 +85,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     drop(ticker);
     let out = out?;
     let (s, sum) = (&out.snapshot, &out.snapshot.summary);
+    // Unreadable paths go to stderr in every output mode: nobody should miss them.
+    for e in &s.errors {
+        eprintln!("snap: could not read {}: {}", e.path, e.message);
+    }
     if ctx.json {
         println!(
             "{}",
             serde_json::json!({"id": out.id.to_hex(), "snapshot": s})
         );
     } else if !ctx.quiet {
-        for e in &s.errors {
-            eprintln!("snap: could not read {}: {}", e.path, e.message);
-        }
         println!(
             "files: {} new, {} changed, {} unmodified; {} dirs\n{} read of {}; added {} in {} blobs ({} before compression), {} packs\nsnapshot {} ({}{}) saved in {:.1}s",
             sum.files_new,

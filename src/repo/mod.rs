@@ -139,7 +139,7 @@ impl Repository {
                 (i, true, Some(tmp))
             }
         };
-        if created && temp.is_none() {
+        if created && temp.is_none() && !backend.list("data")?.is_empty() {
             notes.push(format!(
                 "index cache {} was missing; rebuilding it from pack headers",
                 index_dir.display()

@@ -82,10 +82,13 @@ impl Env {
 
 /// Scratch space on the real disk (not tmpfs), so sparse files and xattrs behave as in production.
 pub fn scratch_root() -> PathBuf {
+    // World-traversable, so a test can run snap as another user; on disk, not tmpfs.
     let p = std::env::var_os("SNAP_TEST_TMP")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/snap-tests"));
     std::fs::create_dir_all(&p).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o1777));
     p
 }
 

@@ -180,6 +180,8 @@ fn locks_block_and_stale_locks_are_reported_then_removed() {
     );
     drop(guard);
     env.ok(&["backup", src.to_str().unwrap()]);
+    // A shared lock of a live process is not stale and must survive `unlock`.
+    let live = LockGuard::take(repo.backend().clone(), repo.key(), false).unwrap();
     // A lock left by a dead process: reported with host, pid and age; `unlock` removes it.
     let dead = LockInfo {
         host: snap::hostname(),
@@ -198,8 +200,6 @@ fn locks_block_and_stale_locks_are_reported_then_removed() {
         "{}",
         stderr(&o)
     );
-    // A shared lock of a live process is not stale and survives unlock.
-    let live = LockGuard::take(repo.backend().clone(), repo.key(), false).unwrap();
     let out = env.json(&["unlock"]);
     assert_eq!(out["removed"].as_array().unwrap().len(), 1, "{out}");
     assert_eq!(fs::read_dir(env.repo.join("locks")).unwrap().count(), 1);
