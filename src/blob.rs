@@ -53,6 +53,10 @@ impl Compression {
     }
 }
 
+/// No blob snap writes is larger (chunks are at most 16 MiB, trees far less); a larger claimed
+/// length is damage, refused before allocating for it.
+pub const MAX_BLOB_LEN: usize = 1 << 30;
+
 const PROBE_THRESHOLD: usize = 64 * 1024;
 const PROBE_LEN: usize = 4096;
 
@@ -108,7 +112,14 @@ pub fn compress(data: &[u8], level: i32) -> (Compression, Option<Vec<u8>>) {
 
 pub fn decompress(data: &[u8], comp: Compression, raw_len: usize) -> Result<Vec<u8>, String> {
     match comp {
+        Compression::None if data.len() != raw_len => Err(format!(
+            "stored {} bytes, header says {raw_len}",
+            data.len()
+        )),
         Compression::None => Ok(data.to_vec()),
+        Compression::Zstd if raw_len > MAX_BLOB_LEN => Err(format!(
+            "raw length {raw_len} is beyond any blob snap writes"
+        )),
         Compression::Zstd => {
             let out = zstd::bulk::decompress(data, raw_len).map_err(|e| format!("zstd: {e}"))?;
             if out.len() != raw_len {

@@ -56,7 +56,11 @@ impl Config {
     pub fn decode_plain(plain: &[u8]) -> Result<Config, EnvelopeError> {
         let c: Config = crate::cbor::read(plain).map_err(EnvelopeError::Decode)?;
         if c.version != envelope::FORMAT_VERSION as u32 {
-            return Err(EnvelopeError::Version(c.version.min(255) as u8));
+            return Err(EnvelopeError::Decode(format!(
+                "config is repository format version {}; this snap reads version {} (upgrade snap)",
+                c.version,
+                envelope::FORMAT_VERSION
+            )));
         }
         c.chunker.validate().map_err(EnvelopeError::Decode)?;
         if !(1..=22).contains(&c.compression) && c.compression != 0 {

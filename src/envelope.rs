@@ -108,6 +108,12 @@ pub fn check_header(kind: Kind, bytes: &[u8]) -> Result<&[u8], EnvelopeError> {
     if bytes[5] != FORMAT_VERSION {
         return Err(EnvelopeError::Version(bytes[5]));
     }
+    // The associated data is the expected header, so every header byte must be exactly that.
+    if bytes[6] != 0 || bytes[7] != 0 {
+        return Err(EnvelopeError::Decode(
+            "reserved header bytes are not zero".into(),
+        ));
+    }
     Ok(&bytes[HEADER_LEN..])
 }
 

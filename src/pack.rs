@@ -22,6 +22,8 @@ pub const TRAILER_LEN: usize = 4;
 /// A header larger than this is refused (about 400,000 blobs), so a damaged length cannot make a
 /// reader allocate gigabytes.
 pub const MAX_HEADER_LEN: usize = 16 * 1024 * 1024;
+/// The most entries a writer puts in one pack, so its header always fits `MAX_HEADER_LEN`.
+pub const MAX_ENTRIES: usize = (MAX_HEADER_LEN - 4 - SEAL_OVERHEAD) / ENTRY_LEN;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackEntry {
@@ -71,6 +73,11 @@ impl PackBuilder {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Full at the size target, or at the most entries a reader accepts in one header.
+    pub fn is_full(&self, target: usize) -> bool {
+        self.buf.len() >= target || self.entries.len() >= MAX_ENTRIES
     }
 
     pub fn add(&mut self, b: &SealedBlob) {

@@ -275,6 +275,10 @@ impl Walker<'_, '_> {
             && let Some(content) = self.hardlinks.get(&link_key)
         {
             node.content = content.clone();
+            // The size must match the content recorded for the first link, even if the file
+            // changed in between.
+            node.size = node.content.iter().map(|e| e.1).sum();
+            self.summary.files_unmodified += 1;
             return Ok(true);
         }
         match self.read_file(path, md, node) {

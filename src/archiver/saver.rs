@@ -172,7 +172,7 @@ fn packer(
             &mut data
         };
         pb.add(&b);
-        if pb.len() >= target {
+        if pb.is_full(target) {
             let full = std::mem::take(pb);
             if !ship(full) {
                 return;

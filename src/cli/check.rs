@@ -20,6 +20,24 @@ pub struct UnlockArgs {
     remove_all: bool,
 }
 
+#[derive(clap::Subcommand)]
+pub enum Repair {
+    /// Delete the local index cache and rebuild it from pack headers
+    Index,
+}
+
+pub fn repair_index(ctx: &Ctx) -> Result<u8> {
+    let mut repo = ctx.open()?;
+    let packs = repo.rebuild_index()?;
+    ctx.notes(&repo.notes);
+    if ctx.json {
+        println!("{}", serde_json::json!({"packs": packs}));
+    } else if !ctx.quiet {
+        println!("index rebuilt from {packs} pack headers");
+    }
+    Ok(0)
+}
+
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let mut repo = ctx.open()?;
     let _lock = LockGuard::take(repo.backend().clone(), repo.key(), false)?;

@@ -64,6 +64,9 @@ enum Command {
     Check(check::Args),
     /// Remove stale locks
     Unlock(check::UnlockArgs),
+    /// Repair repository caches
+    #[command(subcommand)]
+    Repair(check::Repair),
 }
 
 pub struct Ctx {
@@ -147,6 +150,7 @@ pub fn run() -> Result<u8> {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Unlock(a) => check::unlock(&ctx, a),
+        Command::Repair(check::Repair::Index) => check::repair_index(&ctx),
     }
 }
 

@@ -35,10 +35,11 @@ impl LockInfo {
     pub fn age(&self) -> Duration {
         chrono::DateTime::parse_from_rfc3339(&self.time)
             .ok()
-            .and_then(|t| {
+            // A time in the future (a clock ahead of ours) counts as fresh, never as stale.
+            .map(|t| {
                 (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
                     .to_std()
-                    .ok()
+                    .unwrap_or(Duration::ZERO)
             })
             .unwrap_or(Duration::MAX)
     }
@@ -103,7 +104,7 @@ pub fn list_locks(
     Ok(out)
 }
 
-/// Removes stale locks (and unreadable ones when `all`); returns what was removed.
+/// Removes stale and unreadable locks (every lock when `all`); returns what was removed.
 pub fn remove_stale(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for (path, info) in list_locks(backend, key)? {

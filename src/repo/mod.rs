@@ -224,6 +224,13 @@ impl Repository {
         self.index.flush()
     }
 
+    /// Drops the index and rebuilds it from the pack headers alone; returns the packs indexed.
+    pub fn rebuild_index(&mut self) -> Result<usize> {
+        self.index.clear()?;
+        self.sync_index()?;
+        Ok(self.index.packs()?.len())
+    }
+
     /// Reads and opens the header of one pack.
     pub fn read_pack_header(&self, id: &Id, size: u64) -> Result<Vec<PackEntry>> {
         let path = pack_path(id);
@@ -310,7 +317,12 @@ impl Repository {
                 Err(e) => self.notes.push(format!("skipped {e}")),
             }
         }
-        out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        // By instant, not by string: times carry the writer's UTC offset.
+        out.sort_by(|a, b| {
+            a.1.time_parsed()
+                .cmp(&b.1.time_parsed())
+                .then(a.0.cmp(&b.0))
+        });
         Ok(out)
     }
 

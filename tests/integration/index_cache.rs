@@ -47,3 +47,24 @@ fn index_is_rebuilt_when_missing_and_catches_up_with_other_writers() {
     assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
     env.ok(&["check", "--read-data"]);
 }
+
+#[test]
+fn repair_index_rebuilds_from_pack_headers_alone() {
+    let env = Env::new(&[]);
+    let src = env.path("src");
+    write(&src.join("a"), &random_bytes(5, 800_000));
+    write(&src.join("b/c"), b"small");
+    env.backup(&[src.to_str().unwrap()]);
+    let packs = env.pack_files().len() as u64;
+    let out = env.json(&["repair", "index"]);
+    assert_eq!(out["packs"].as_u64().unwrap(), packs, "{out}");
+    let target = env.path("restore");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
+}
