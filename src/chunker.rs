@@ -7,7 +7,7 @@
 
 use std::io::{self, Read};
 
-use fastcdc::v2020::{Normalization, StreamCDC};
+use fastcdc::v2020::{Normalization, cut_gear, get_gear_with_seed, select_masks};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,21 +56,90 @@ impl ChunkerParams {
         }
     }
 
-    /// Streams the chunks of `r`; each item owns at most `max` bytes.
+    /// Streams the chunks of `r` with a fresh chunker (tests, benches; the archiver reuses one).
     pub fn chunks<R: Read>(&self, r: R) -> impl Iterator<Item = io::Result<Vec<u8>>> {
-        StreamCDC::with_level_and_seed(
-            r,
-            self.min as usize,
-            self.avg as usize,
-            self.max as usize,
-            Normalization::Level1,
-            self.seed,
-        )
-        .map(|c| match c {
-            Ok(c) => Ok(c.data),
-            Err(fastcdc::v2020::Error::IoError(e)) => Err(e),
-            Err(e) => Err(io::Error::other(e.to_string())),
-        })
+        let mut c = Chunker::new(*self);
+        let mut r = r;
+        std::iter::from_fn(move || c.next_chunk(&mut r).transpose())
+    }
+}
+
+/// A reusable streaming chunker: one buffer of twice the maximum chunk for its whole life, so
+/// cutting many small files costs no allocation or zeroing per file (a fresh 4 MiB buffer per
+/// file was a tenth of a backup's CPU time).
+pub struct Chunker {
+    p: ChunkerParams,
+    mask_s: u64,
+    mask_l: u64,
+    gear: std::borrow::Cow<'static, [u64]>,
+    gear_ls: std::borrow::Cow<'static, [u64]>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl Chunker {
+    pub fn new(p: ChunkerParams) -> Chunker {
+        let (mask_s, mask_l) = select_masks(p.avg as usize, Normalization::Level1);
+        let (gear, gear_ls) = get_gear_with_seed(p.seed);
+        Chunker {
+            p,
+            mask_s,
+            mask_l,
+            gear,
+            gear_ls,
+            buf: vec![0; 2 * p.max as usize],
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
+    /// Starts a new stream (the previous one's leftover bytes are dropped).
+    pub fn reset(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        self.eof = false;
+    }
+
+    /// The next chunk of `r`, `None` at the end. Call `reset` before each new stream.
+    pub fn next_chunk(&mut self, r: &mut dyn Read) -> io::Result<Option<Vec<u8>>> {
+        let max = self.p.max as usize;
+        if self.end - self.start < max && !self.eof {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            while self.end < self.buf.len() {
+                match r.read(&mut self.buf[self.end..]) {
+                    Ok(0) => {
+                        self.eof = true;
+                        break;
+                    }
+                    Ok(n) => self.end += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if self.start == self.end {
+            return Ok(None);
+        }
+        let (_, cut) = cut_gear(
+            &self.buf[self.start..self.end],
+            self.p.min as usize,
+            self.p.avg as usize,
+            max,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.gear,
+            &self.gear_ls,
+        );
+        let chunk = self.buf[self.start..self.start + cut].to_vec();
+        self.start += cut;
+        Ok(Some(chunk))
     }
 }
 
@@ -95,6 +164,18 @@ mod tests {
             *b = x as u8;
         }
         let chunks: Vec<Vec<u8>> = p.chunks(&data[..]).collect::<io::Result<_>>().unwrap();
+        // Same cut points as the crate's own streaming chunker.
+        let reference: Vec<Vec<u8>> = fastcdc::v2020::StreamCDC::with_level_and_seed(
+            &data[..],
+            4096,
+            16384,
+            65536,
+            Normalization::Level1,
+            7,
+        )
+        .map(|c| c.unwrap().data)
+        .collect();
+        assert_eq!(chunks, reference);
         assert!(chunks.len() > 16);
         assert_eq!(chunks.concat(), data);
         for c in &chunks[..chunks.len() - 1] {

@@ -22,7 +22,7 @@ use crate::id::Id;
 use crate::pack::PackEntry;
 
 const LAYOUT_VERSION: u32 = 1;
-const BLOCK_CACHE_BYTES: usize = 16 * 1024 * 1024;
+const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {

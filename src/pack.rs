@@ -67,6 +67,17 @@ impl PackBuilder {
         }
     }
 
+    /// A builder whose buffer never reallocates below `capacity` bytes (a pack's target plus
+    /// one largest blob), so memory stays at one pack instead of doubling past it.
+    pub fn with_capacity(capacity: usize) -> PackBuilder {
+        let mut buf = Vec::with_capacity(capacity);
+        buf.extend_from_slice(&envelope::header(Kind::Pack));
+        PackBuilder {
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.buf.len()
     }

@@ -28,7 +28,7 @@ use crate::repo::Repository;
 use crate::snapshot::{BackupKind, Snapshot, SourceError, Summary};
 use crate::source::files;
 use crate::tree::{Extent, Node, NodeKind, Tree};
-use saver::{Saver, SaverState};
+use saver::{PendingId, Saver, SaverState};
 
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
@@ -105,6 +105,8 @@ enum Top {
 struct Walker<'a, 's> {
     repo: &'a Repository,
     saver: &'a Saver<'s>,
+    prefetch: crossbeam_channel::Sender<(PathBuf, u64)>,
+    chunker: crate::chunker::Chunker,
     excludes: GlobSet,
     progress: &'a BackupProgress,
     interrupt: &'a AtomicBool,
@@ -143,8 +145,14 @@ impl Walker<'_, '_> {
         self.repo.load_tree(&sub).ok()
     }
 
-    fn save_tree(&mut self, nodes: Vec<Node>) -> Result<Id> {
-        let tree = Tree { nodes };
+    fn save_tree(&mut self, nodes: Vec<(Node, Pendings)>) -> Result<Id> {
+        let mut tree = Tree {
+            nodes: Vec::with_capacity(nodes.len()),
+        };
+        for (mut node, pendings) in nodes {
+            resolve(&mut node, pendings)?;
+            tree.nodes.push(node);
+        }
         Ok(self.saver.save(BlobType::Tree, tree.encode())?.0)
     }
 
@@ -179,13 +187,15 @@ impl Walker<'_, '_> {
                             node.subtree = Some(self.top(child, sub.as_ref())?);
                             self.summary.dirs += 1;
                         }
-                        _ => {
-                            if !self.entry_content(path, &md, &mut node, old)? {
+                        _ => match self.entry_content(path, &md, &mut node, old)? {
+                            Some(p) => {
+                                nodes.push((node, p));
                                 continue;
                             }
-                        }
+                            None => continue,
+                        },
                     }
-                    nodes.push(node);
+                    nodes.push((node, Vec::new()));
                 }
                 self.save_tree(nodes)
             }
@@ -208,12 +218,29 @@ impl Walker<'_, '_> {
             Err(e) => self.error(path, e),
         }
         entries.sort();
-        let mut nodes = Vec::with_capacity(entries.len());
-        for (name, child) in entries {
-            if self.excludes.is_match(&child) {
-                continue;
+        // Stat everything first, so the files about to be read can be prefetched in order.
+        let entries: Vec<_> = entries
+            .into_iter()
+            .filter(|(_, child)| !self.excludes.is_match(child))
+            .map(|(name, child)| {
+                let md = std::fs::symlink_metadata(&child);
+                (name, child, md)
+            })
+            .collect();
+        for (name, child, md) in &entries {
+            if let Ok(md) = md
+                && md.is_file()
+                && md.size() > 0
+                && !parent
+                    .and_then(|t| t.find(name))
+                    .is_some_and(|o| unchanged(o, md))
+            {
+                let _ = self.prefetch.send((child.clone(), md.size()));
             }
-            let md = match std::fs::symlink_metadata(&child) {
+        }
+        let mut nodes = Vec::with_capacity(entries.len());
+        for (name, child, md) in entries {
+            let md = match md {
                 Ok(md) => md,
                 Err(e) => {
                     self.error(&child, e);
@@ -232,26 +259,27 @@ impl Walker<'_, '_> {
                 let sub = self.parent_subtree(old);
                 node.subtree = Some(self.dir(&child, sub.as_ref())?);
                 self.summary.dirs += 1;
-            } else if !self.entry_content(&child, &md, &mut node, old)? {
-                continue;
+                nodes.push((node, Vec::new()));
+            } else if let Some(p) = self.entry_content(&child, &md, &mut node, old)? {
+                nodes.push((node, p));
             }
-            nodes.push(node);
         }
         self.save_tree(nodes)
     }
 
-    /// Fills in a non-directory node's content; `Ok(false)` when the entry must be skipped.
+    /// Fills in a non-directory node's content, returning the chunk ids still being hashed;
+    /// `Ok(None)` when the entry must be skipped.
     fn entry_content(
         &mut self,
         path: &Path,
         md: &std::fs::Metadata,
         node: &mut Node,
         old: Option<&Node>,
-    ) -> Result<bool> {
+    ) -> Result<Option<Pendings>> {
         self.progress.files.fetch_add(1, Ordering::Relaxed);
         if node.kind != NodeKind::File {
             self.summary.other_entries += 1;
-            return Ok(true);
+            return Ok(Some(Vec::new()));
         }
         self.summary.bytes_total += node.size;
         self.progress
@@ -267,7 +295,7 @@ impl Walker<'_, '_> {
             if all_present {
                 node.content = old.content.clone();
                 self.summary.files_unmodified += 1;
-                return Ok(true);
+                return Ok(Some(Vec::new()));
             }
         }
         let link_key = (md.dev(), md.ino());
@@ -279,25 +307,27 @@ impl Walker<'_, '_> {
             // changed in between.
             node.size = node.content.iter().map(|e| e.1).sum();
             self.summary.files_unmodified += 1;
-            return Ok(true);
+            return Ok(Some(Vec::new()));
         }
-        match self.read_file(path, md, node) {
-            Ok(()) => {}
+        let mut pendings = match self.read_file(path, md, node) {
+            Ok(p) => p,
             Err(ReadError::Io(e)) => {
                 self.error(path, e);
-                return Ok(false);
+                return Ok(None);
             }
             Err(ReadError::Fatal(e)) => return Err(e),
-        }
+        };
         if old.is_some() {
             self.summary.files_changed += 1;
         } else {
             self.summary.files_new += 1;
         }
         if md.nlink() > 1 {
+            // Later links reuse this content, so it must be complete now.
+            resolve(node, std::mem::take(&mut pendings))?;
             self.hardlinks.insert(link_key, node.content.clone());
         }
-        Ok(true)
+        Ok(Some(pendings))
     }
 
     fn read_file(
@@ -305,7 +335,7 @@ impl Walker<'_, '_> {
         path: &Path,
         md: &std::fs::Metadata,
         node: &mut Node,
-    ) -> Result<(), ReadError> {
+    ) -> Result<Pendings, ReadError> {
         *self
             .progress
             .current
@@ -314,27 +344,26 @@ impl Walker<'_, '_> {
         let mut f = File::open(path)?;
         files::advise_sequential(&f);
         let regions = files::data_regions(&f, md)?;
-        let params = self.repo.config().chunker;
         let regions_end = regions.last().map(|(s, l)| s + l).unwrap_or(0);
         let mut pos = 0u64;
         let mut content = Vec::new();
+        let mut pendings = Vec::new();
         for (start, len) in regions {
             if start > pos {
                 content.push(Extent(None, start - pos));
                 pos = start;
             }
             f.seek(SeekFrom::Start(start))?;
-            for chunk in params.chunks((&mut f).take(len)) {
+            let mut region = (&mut f).take(len);
+            self.chunker.reset();
+            while let Some(chunk) = self.chunker.next_chunk(&mut region)? {
                 self.check_interrupt().map_err(ReadError::Fatal)?;
-                let chunk = chunk?;
                 let n = chunk.len() as u64;
                 self.summary.bytes_read += n;
                 self.progress.bytes_read.fetch_add(n, Ordering::Relaxed);
-                let (id, _) = self
-                    .saver
-                    .save(BlobType::Data, chunk)
-                    .map_err(ReadError::Fatal)?;
-                content.push(Extent(Some(id), n));
+                let id = self.saver.save_chunk(chunk).map_err(ReadError::Fatal)?;
+                pendings.push((content.len(), id));
+                content.push(Extent(Some(Id::default()), n));
                 pos += n;
             }
         }
@@ -346,8 +375,19 @@ impl Walker<'_, '_> {
         }
         node.size = pos;
         node.content = content;
-        Ok(())
+        Ok(pendings)
     }
+}
+
+/// Chunk ids of a node still being hashed by the saver's workers: (index into `content`, id).
+type Pendings = Vec<(usize, PendingId)>;
+
+/// Waits for the ids of a node's chunks and writes them into its content.
+fn resolve(node: &mut Node, pendings: Pendings) -> Result<()> {
+    for (i, p) in pendings {
+        node.content[i].0 = Some(p.wait()?);
+    }
+    Ok(())
 }
 
 enum ReadError {
@@ -414,11 +454,17 @@ pub fn backup(
     let state = SaverState::default();
     let repo_ref: &Repository = repo;
     let top = top_map.unwrap_or(Top::Real(cwd));
+    let walk_done = AtomicBool::new(false);
     let (tree, summary, errors) = std::thread::scope(|scope| -> Result<_> {
         let saver = Saver::start(scope, repo_ref, &state);
+        let (prefetch, prefetch_rx) = crossbeam_channel::unbounded();
+        let done = &walk_done;
+        scope.spawn(move || files::prefetch(prefetch_rx, &progress.bytes_read, done));
         let mut w = Walker {
             repo: repo_ref,
             saver: &saver,
+            prefetch,
+            chunker: crate::chunker::Chunker::new(repo_ref.config().chunker),
             excludes,
             progress,
             interrupt,
@@ -428,6 +474,8 @@ pub fn backup(
         };
         let tree = w.top(&top, parent_tree.as_ref());
         let (summary, errors) = (w.summary, w.errors);
+        walk_done.store(true, Ordering::Relaxed);
+        drop(w.prefetch);
         // Whatever happened, wait for the queued packs: they are durable and reusable next time.
         let finished = saver.finish();
         let tree = tree?;

@@ -1,7 +1,7 @@
 //! The blob saver: the back half of the backup pipeline.
 //!
 //! ```text
-//! caller (walk, read, chunk, hash, dedup) ──jobs──► sealers × N (compress, seal) ──blobs──►
+//! caller (walk, read, chunk) ──jobs──► workers × N (hash, dedup, compress, seal) ──blobs──►
 //!     packer (one data pack, one tree pack in memory) ──full packs──► writers × 2 (write, fsync,
 //!     rename, then index)
 //! ```
@@ -32,10 +32,30 @@ pub struct SaverStats {
 
 pub struct Saver<'scope> {
     repo: &'scope Repository,
-    jobs: Option<Sender<(BlobType, Id, Vec<u8>)>>,
+    jobs: Option<Sender<Job>>,
     pending: &'scope Mutex<HashSet<Id>>,
     failure: &'scope Mutex<Option<Error>>,
     threads: Vec<ScopedJoinHandle<'scope, ()>>,
+}
+
+/// A blob to store. Data chunks arrive without an id: the worker hashes them (so the walking thread
+/// only reads and cuts) and answers on `reply` as soon as the id is known.
+struct Job {
+    btype: BlobType,
+    id: Option<Id>,
+    data: Vec<u8>,
+    reply: Option<Sender<Id>>,
+}
+
+/// The id of a chunk a worker is still hashing; `wait` blocks until it is known.
+pub struct PendingId(Receiver<Id>);
+
+impl PendingId {
+    pub fn wait(self) -> Result<Id> {
+        self.0
+            .recv()
+            .map_err(|_| Error::Usage("backup pipeline stopped before hashing a chunk".into()))
+    }
 }
 
 /// Shared state the saver's threads borrow; lives outside the scope.
@@ -63,16 +83,30 @@ impl<'scope> Saver<'scope> {
             .map(|n| n.get())
             .unwrap_or(2)
             .max(2);
-        let (job_tx, job_rx) = bounded::<(BlobType, Id, Vec<u8>)>(sealers * 2);
+        let (job_tx, job_rx) = bounded::<Job>(sealers * 2);
         let (blob_tx, blob_rx) = bounded::<SealedBlob>(sealers * 2);
-        let (pack_tx, pack_rx) = bounded::<(Id, Vec<u8>, Vec<crate::pack::PackEntry>)>(1);
+        let (pack_tx, pack_rx) = bounded::<(Id, Vec<u8>, Vec<crate::pack::PackEntry>)>(0);
         let mut threads = Vec::new();
         let level = repo.config().compression;
         for _ in 0..sealers {
             let (rx, tx) = (job_rx.clone(), blob_tx.clone());
             threads.push(scope.spawn(move || {
-                for (btype, id, data) in rx {
-                    match seal_blob(repo.key(), btype, id, &data, level) {
+                for job in rx {
+                    let id = job.id.unwrap_or_else(|| repo.key().blob_id(&job.data));
+                    let new = match job.id {
+                        Some(_) => true, // the caller already claimed it
+                        None => match claim(repo, &state.pending, &id) {
+                            Ok(n) => n,
+                            Err(e) => return fail(&state.failure, e),
+                        },
+                    };
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(id);
+                    }
+                    if !new {
+                        continue;
+                    }
+                    match seal_blob(repo.key(), job.btype, id, &job.data, level) {
                         Ok(b) => {
                             if tx.send(b).is_err() {
                                 return;
@@ -85,6 +119,8 @@ impl<'scope> Saver<'scope> {
         }
         drop((job_rx, blob_tx));
         threads.push(scope.spawn(move || packer(repo, blob_rx, pack_tx, state)));
+        // Two writers overlap one pack's fsync with the next pack's write; the rendezvous
+        // channel above keeps at most one pack per writer in memory.
         for _ in 0..2 {
             let rx = pack_rx.clone();
             threads.push(scope.spawn(move || writer(repo, rx, state)));
@@ -110,25 +146,41 @@ impl<'scope> Saver<'scope> {
         }
     }
 
-    /// Stores `data` unless the repository or this run already has it; returns its id.
-    pub fn save(&self, btype: BlobType, data: Vec<u8>) -> Result<(Id, bool)> {
-        let id = self.repo.key().blob_id(&data);
-        self.save_with_id(btype, id, data)
-    }
-
-    pub fn save_with_id(&self, btype: BlobType, id: Id, data: Vec<u8>) -> Result<(Id, bool)> {
-        {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if p.contains(&id) || self.repo.index().contains(&id)? {
-                return Ok((id, false));
-            }
-            p.insert(id);
-        }
+    fn send(&self, job: Job) -> Result<()> {
         let tx = self.jobs.as_ref().ok_or(Error::Interrupted)?;
-        if tx.send((btype, id, data)).is_err() {
+        if tx.send(job).is_err() {
             self.check_failure()?;
             return Err(Error::Usage("backup pipeline stopped unexpectedly".into()));
         }
+        Ok(())
+    }
+
+    /// Queues a data chunk; a worker hashes it, and stores it unless the repository or this run
+    /// already has it.
+    pub fn save_chunk(&self, data: Vec<u8>) -> Result<PendingId> {
+        let (reply, rx) = bounded(1);
+        self.send(Job {
+            btype: BlobType::Data,
+            id: None,
+            data,
+            reply: Some(reply),
+        })?;
+        Ok(PendingId(rx))
+    }
+
+    /// Stores a blob hashed by the caller (trees: the parent needs the id at once); returns
+    /// its id and whether it was new.
+    pub fn save(&self, btype: BlobType, data: Vec<u8>) -> Result<(Id, bool)> {
+        let id = self.repo.key().blob_id(&data);
+        if !claim(self.repo, self.pending, &id)? {
+            return Ok((id, false));
+        }
+        self.send(Job {
+            btype,
+            id: Some(id),
+            data,
+            reply: None,
+        })?;
         Ok((id, true))
     }
 
@@ -147,6 +199,16 @@ impl<'scope> Saver<'scope> {
     }
 }
 
+/// Marks `id` as being stored by this run; false when the repository or the run already has it.
+fn claim(repo: &Repository, pending: &Mutex<HashSet<Id>>, id: &Id) -> Result<bool> {
+    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+    if p.contains(id) || repo.index().contains(id)? {
+        return Ok(false);
+    }
+    p.insert(*id);
+    Ok(true)
+}
+
 fn packer(
     repo: &Repository,
     rx: Receiver<SealedBlob>,
@@ -154,7 +216,9 @@ fn packer(
     state: &SaverState,
 ) {
     let target = repo.config().pack_size as usize;
-    let mut data = PackBuilder::new();
+    // Room for the target plus the largest chunk and its envelope: no reallocation, ever.
+    let capacity = target + repo.config().chunker.max as usize + 4096;
+    let mut data = PackBuilder::with_capacity(capacity);
     let mut tree = PackBuilder::new();
     let ship = |pb: PackBuilder| -> bool {
         match pb.finish(repo.key()) {
@@ -173,7 +237,12 @@ fn packer(
         };
         pb.add(&b);
         if pb.is_full(target) {
-            let full = std::mem::take(pb);
+            let fresh = if b.btype == BlobType::Tree {
+                PackBuilder::new()
+            } else {
+                PackBuilder::with_capacity(capacity)
+            };
+            let full = std::mem::replace(pb, fresh);
             if !ship(full) {
                 return;
             }

@@ -42,6 +42,49 @@ impl LocalBackend {
     }
 }
 
+const DIRECT_ALIGN: usize = 4096;
+
+/// Writes a large file with O_DIRECT: packs bypass the page cache, which costs a quarter of a
+/// backup's CPU time in buffered copies and would evict the server's own hot data. The aligned
+/// body goes through O_DIRECT via a small aligned bounce buffer, the unaligned tail through a
+/// normal descriptor, then fsync. Any failure (a file system without O_DIRECT, such as tmpfs)
+/// makes the caller fall back to a buffered write.
+fn write_direct(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    const BOUNCE: usize = 1024 * 1024;
+    let body = bytes.len() / DIRECT_ALIGN * DIRECT_ALIGN;
+    if body < BOUNCE {
+        return Err(std::io::Error::other("small file: buffered write"));
+    }
+    let layout =
+        std::alloc::Layout::from_size_align(BOUNCE, DIRECT_ALIGN).map_err(std::io::Error::other)?;
+    // SAFETY: layout has non-zero size; the buffer is freed below on every path.
+    let ptr = unsafe { std::alloc::alloc(layout) };
+    if ptr.is_null() {
+        return Err(std::io::Error::other("out of memory for an aligned buffer"));
+    }
+    // SAFETY: ptr is valid for BOUNCE bytes, exclusively ours until dealloc.
+    let bounce = unsafe { std::slice::from_raw_parts_mut(ptr, BOUNCE) };
+    let res = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)?;
+        for part in bytes[..body].chunks(BOUNCE) {
+            bounce[..part.len()].copy_from_slice(part);
+            f.write_all(&bounce[..part.len()])?;
+        }
+        drop(f);
+        let f = OpenOptions::new().write(true).open(path)?;
+        f.write_all_at(&bytes[body..], body as u64)?;
+        f.sync_all()
+    })();
+    // SAFETY: allocated above with the same layout.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    res
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -90,11 +133,12 @@ impl Backend for LocalBackend {
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd)?;
         let tmp = dir.join(format!(".tmp-{}", hex::encode(rnd)));
-        let res = (|| {
+        let res = write_direct(&tmp, bytes).or_else(|_| {
+            let _ = fs::remove_file(&tmp);
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()
-        })();
+        });
         if let Err(e) = res {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io("cannot write", &tmp, e));
