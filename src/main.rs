@@ -20,6 +20,13 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 fn main() -> ExitCode {
+    // Chunk, compression and pack buffers are megabytes each and pass between threads; glibc's
+    // dynamic mmap threshold would keep every freed one in per-thread arenas. A fixed threshold
+    // returns them to the system, keeping peak memory at what the bounded queues hold.
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 8 * 1024 * 1024);
+    }
     match cli::run() {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
