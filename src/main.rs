@@ -26,6 +26,8 @@ fn main() -> ExitCode {
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 8 * 1024 * 1024);
+        // ...and freed heap memory is kept for reuse instead of being trimmed and faulted in again.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 * 1024 * 1024);
     }
     match cli::run() {
         Ok(code) => ExitCode::from(code),
