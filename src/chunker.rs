@@ -18,9 +18,9 @@ pub struct ChunkerParams {
     pub seed: u64,
 }
 
-pub const DEFAULT_MIN: u32 = 256 * 1024;
-pub const DEFAULT_AVG: u32 = 1024 * 1024;
-pub const DEFAULT_MAX: u32 = 4 * 1024 * 1024;
+pub const DEFAULT_MIN: u32 = 128 * 1024;
+pub const DEFAULT_AVG: u32 = 512 * 1024;
+pub const DEFAULT_MAX: u32 = 2 * 1024 * 1024;
 
 impl ChunkerParams {
     pub fn default_with_seed(seed: u64) -> ChunkerParams {

@@ -92,3 +92,32 @@ fn sigkill_at_many_moments_never_damages_the_repository() {
     );
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn sigint_stops_cleanly_with_exit_130() {
+    let env = Env::new(&["--pack-size-mib", "1"]);
+    let src = env.path("src");
+    for i in 0..40u64 {
+        write(
+            &src.join(format!("{i}.bin")),
+            &random_bytes(500 + i, 3_000_000),
+        );
+    }
+    let child = env
+        .cmd(&["--quiet", "backup", src.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    // Either the interrupt landed (130) or the run had already finished (0).
+    let code = out.status.code();
+    assert!(code == Some(130) || code == Some(0), "exit {code:?}");
+    // An interrupted run removes its lock and leaves a repository that checks clean.
+    assert_eq!(
+        std::fs::read_dir(env.repo.join("locks")).unwrap().count(),
+        0
+    );
+    env.ok(&["check"]);
+    env.backup(&[src.to_str().unwrap()]);
+}
