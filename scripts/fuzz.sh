@@ -11,7 +11,8 @@ for t in $TARGETS; do
   mkdir -p corpus/$t
   log=$(mktemp)
   cargo fuzz run "$t" corpus/$t -- -max_total_time="$SECS" -rss_limit_mb=2048 2>&1 | tee "$log" | grep -E "^(==|INFO: fuzzer|SUMMARY)" || true
-  execs=$(grep -oE "stat::number_of_executed_units: *[0-9]+" "$log" | grep -oE "[0-9]+$" | tail -1)
+  execs=$(grep -oE "^Done [0-9]+ runs" "$log" | grep -oE "[0-9]+" | tail -1 || true)
+  if grep -qE "^==[0-9]+==ERROR|panicked" "$log"; then echo "fuzz $t: CRASH, see fuzz/artifacts/$t" >&2; fi
   echo "fuzz $t: ${execs:-?} executions in ${SECS}s"
   rm -f "$log"
 done
