@@ -5,6 +5,7 @@ mod backup;
 mod browse;
 mod check;
 mod init;
+mod key;
 mod progress;
 mod restore;
 mod snapshots;
@@ -64,6 +65,9 @@ enum Command {
     Check(check::Args),
     /// Remove stale locks
     Unlock(check::UnlockArgs),
+    /// Manage the passwords that open the repository
+    #[command(subcommand)]
+    Key(key::Key),
     /// Repair repository caches
     #[command(subcommand)]
     Repair(check::Repair),
@@ -150,6 +154,7 @@ pub fn run() -> Result<u8> {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Unlock(a) => check::unlock(&ctx, a),
+        Command::Key(k) => key::run(&ctx, k),
         Command::Repair(check::Repair::Index) => check::repair_index(&ctx),
     }
 }

@@ -3,6 +3,7 @@
 //! rule it follows: a pack is durable before the index names it, and every blob of a snapshot is
 //! durable before the snapshot file is written.
 
+pub mod keys;
 pub mod lock;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,8 @@ pub struct Repository {
     config: Config,
     index: Index,
     _temp_index: Option<tempfile::TempDir>,
+    /// The key file that opened the repository (`keys/<id>`).
+    key_path: String,
     /// Things the user should know about opening (index rebuilt, damaged packs skipped).
     pub notes: Vec<String>,
 }
@@ -119,7 +122,7 @@ impl Repository {
         if !backend.exists("config")? {
             return Err(Error::NoRepository(path.display().to_string()));
         }
-        let key = open_key(backend.as_ref(), password)?;
+        let (key, key_path) = open_key(backend.as_ref(), password)?;
         let cfg_bytes = backend.read("config")?;
         let config = Config::decode(&key, &cfg_bytes).map_err(|e| Error::Envelope {
             file: "config".into(),
@@ -151,6 +154,7 @@ impl Repository {
             config,
             index,
             _temp_index: temp,
+            key_path,
             notes,
         };
         repo.sync_index()?;
@@ -163,6 +167,11 @@ impl Repository {
 
     pub fn key(&self) -> &MasterKey {
         &self.key
+    }
+
+    /// The key file this session opened the repository with.
+    pub fn key_path(&self) -> &str {
+        &self.key_path
     }
 
     pub fn config(&self) -> &Config {
@@ -444,7 +453,7 @@ impl Repository {
     }
 }
 
-fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<MasterKey> {
+fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
     let keys = backend.list("keys")?;
     let mut damaged = Vec::new();
     for (path, _) in &keys {
@@ -460,7 +469,7 @@ fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<MasterKey> {
             }
         };
         match kf.open(password) {
-            Ok(k) => return Ok(k),
+            Ok(k) => return Ok((k, path.clone())),
             Err(KeyFileError::WrongPassword) => {}
             Err(e) => damaged.push(format!("{path}: {e}")),
         }

@@ -9,3 +9,4 @@ mod crash;
 mod errors;
 mod formats;
 mod index_cache;
+mod keys;

@@ -1,0 +1,104 @@
+//! `snap key list | add | remove ID | passwd`: manage the passwords that open a repository.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use snap::keyfile::{DEFAULT_ITERATIONS, DEFAULT_MEMORY_KIB};
+use snap::repo::keys;
+use zeroize::Zeroizing;
+
+use super::Ctx;
+
+#[derive(clap::Subcommand)]
+pub enum Key {
+    /// List key files (the one in use is marked)
+    List,
+    /// Add a password (from --new-password-file or SNAP_NEW_PASSWORD)
+    Add(NewPassword),
+    /// Remove a key by id prefix (not the last one, not the one in use)
+    Remove { id: String },
+    /// Change the password in use (the new key is written before the old is removed)
+    Passwd(NewPassword),
+}
+
+#[derive(clap::Args)]
+pub struct NewPassword {
+    /// File whose first line is the new password
+    #[arg(long)]
+    new_password_file: Option<PathBuf>,
+    /// argon2id memory in KiB for the new key file (lower only for tests)
+    #[arg(long, hide = true)]
+    kdf_memory_kib: Option<u32>,
+}
+
+impl NewPassword {
+    fn password(&self) -> Result<Zeroizing<String>> {
+        if let Some(f) = &self.new_password_file {
+            let s = Zeroizing::new(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?,
+            );
+            return Ok(Zeroizing::new(
+                s.lines().next().unwrap_or_default().to_string(),
+            ));
+        }
+        match std::env::var("SNAP_NEW_PASSWORD") {
+            Ok(p) if !p.is_empty() => Ok(Zeroizing::new(p)),
+            _ => {
+                anyhow::bail!("no new password: pass --new-password-file or set SNAP_NEW_PASSWORD")
+            }
+        }
+    }
+
+    fn cost(&self) -> (u32, u32) {
+        match self.kdf_memory_kib {
+            Some(m) => (m, 1),
+            None => (DEFAULT_MEMORY_KIB, DEFAULT_ITERATIONS),
+        }
+    }
+}
+
+pub fn run(ctx: &Ctx, cmd: Key) -> Result<u8> {
+    let repo = ctx.open()?;
+    let (what, id) = match cmd {
+        Key::List => {
+            let list = keys::list(&repo)?;
+            if ctx.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for k in &list {
+                    println!(
+                        "{} {:<8} {:<12} {:<10} {}",
+                        if k.current { "*" } else { " " },
+                        &k.id[..8.min(k.id.len())],
+                        k.host,
+                        k.user,
+                        k.created
+                    );
+                }
+            }
+            return Ok(0);
+        }
+        Key::Add(p) => {
+            let (m, t) = p.cost();
+            (
+                "added",
+                keys::add(&repo, p.password()?.as_bytes(), m, t)?.to_hex(),
+            )
+        }
+        Key::Remove { id } => ("removed", keys::remove(&repo, &id)?),
+        Key::Passwd(p) => {
+            let (m, t) = p.cost();
+            (
+                "replaced the key in use with",
+                keys::passwd(&repo, p.password()?.as_bytes(), m, t)?.to_hex(),
+            )
+        }
+    };
+    if ctx.json {
+        println!("{}", serde_json::json!({"action": what, "key": id}));
+    } else if !ctx.quiet {
+        println!("{what} key {}", &id[..8.min(id.len())]);
+    }
+    Ok(0)
+}

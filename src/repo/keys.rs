@@ -1,0 +1,89 @@
+//! Key management: several passwords open one repository, each a key file sealing the same
+//! master key. Changing a password writes the new key file before removing the old one, so a
+//! crash at any instant leaves at least one key that opens the repository.
+
+use serde::Serialize;
+
+use super::Repository;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::keyfile::KeyFile;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    pub current: bool,
+    pub host: String,
+    pub user: String,
+    pub created: String,
+}
+
+/// Every key file, with its metadata (unreadable ones are listed with empty metadata).
+pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>> {
+    let mut out = Vec::new();
+    for (path, _) in repo.backend().list("keys")? {
+        let kf = repo
+            .backend()
+            .read(&path)
+            .ok()
+            .and_then(|b| KeyFile::decode(&b).ok());
+        out.push(KeyInfo {
+            id: path.rsplit('/').next().unwrap_or_default().to_string(),
+            current: path == repo.key_path(),
+            host: kf.as_ref().map(|k| k.host.clone()).unwrap_or_default(),
+            user: kf.as_ref().map(|k| k.user.clone()).unwrap_or_default(),
+            created: kf.map(|k| k.created).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Adds a key file for `password`; returns its id.
+pub fn add(repo: &Repository, password: &[u8], memory_kib: u32, iterations: u32) -> Result<Id> {
+    let kf = KeyFile::create(repo.key(), password, memory_kib, iterations)
+        .map_err(|e| Error::corrupt("keys/", e.to_string()))?;
+    let bytes = kf.encode();
+    let id = Id::of_file_bytes(&bytes);
+    repo.backend().write(&format!("keys/{id}"), &bytes)?;
+    Ok(id)
+}
+
+/// Removes the key whose id starts with `prefix`. The key in use and the last key are refused.
+pub fn remove(repo: &Repository, prefix: &str) -> Result<String> {
+    let keys = list(repo)?;
+    let hits: Vec<&KeyInfo> = keys
+        .iter()
+        .filter(|k| !prefix.is_empty() && k.id.starts_with(prefix))
+        .collect();
+    let key = match hits[..] {
+        [k] => k,
+        [] => {
+            return Err(Error::Usage(format!(
+                "no key matches {prefix:?} (see `snap key list`)"
+            )));
+        }
+        _ => return Err(Error::Usage(format!("key prefix {prefix:?} is ambiguous"))),
+    };
+    if keys.len() == 1 {
+        return Err(Error::Usage(
+            "refusing to remove the last key: the repository could never be opened again".into(),
+        ));
+    }
+    if key.current {
+        return Err(Error::Usage("refusing to remove the key in use; open with another password first, or use `snap key passwd`".into()));
+    }
+    repo.backend().remove(&format!("keys/{}", key.id))?;
+    Ok(key.id.clone())
+}
+
+/// Replaces the key in use with one for `new_password`: the new file is durable first.
+pub fn passwd(
+    repo: &Repository,
+    new_password: &[u8],
+    memory_kib: u32,
+    iterations: u32,
+) -> Result<Id> {
+    let id = add(repo, new_password, memory_kib, iterations)?;
+    repo.backend().remove(repo.key_path())?;
+    Ok(id)
+}
