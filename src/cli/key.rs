@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use snap::keyfile::{DEFAULT_ITERATIONS, DEFAULT_MEMORY_KIB};
 use snap::repo::keys;
 use zeroize::Zeroizing;
@@ -34,13 +34,7 @@ pub struct NewPassword {
 impl NewPassword {
     fn password(&self) -> Result<Zeroizing<String>> {
         if let Some(f) = &self.new_password_file {
-            let s = Zeroizing::new(
-                std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read {}", f.display()))?,
-            );
-            return Ok(Zeroizing::new(
-                s.lines().next().unwrap_or_default().to_string(),
-            ));
+            return super::read_password_file(f);
         }
         match std::env::var("SNAP_NEW_PASSWORD") {
             Ok(p) if !p.is_empty() => Ok(Zeroizing::new(p)),

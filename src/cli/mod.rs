@@ -94,13 +94,7 @@ impl Ctx {
             return Ok(Zeroizing::new(p));
         }
         if let Some(f) = &self.password_file {
-            let s = Zeroizing::new(
-                std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read password file {}", f.display()))?,
-            );
-            return Ok(Zeroizing::new(
-                s.lines().next().unwrap_or_default().to_string(),
-            ));
+            return read_password_file(f);
         }
         Err(Error::NoPassword.into())
     }
@@ -157,6 +151,17 @@ pub fn run() -> Result<u8> {
         Command::Key(k) => key::run(&ctx, k),
         Command::Repair(check::Repair::Index) => check::repair_index(&ctx),
     }
+}
+
+/// The first line of a password file.
+pub fn read_password_file(f: &std::path::Path) -> Result<Zeroizing<String>> {
+    let s = Zeroizing::new(
+        std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read password file {}", f.display()))?,
+    );
+    Ok(Zeroizing::new(
+        s.lines().next().unwrap_or_default().to_string(),
+    ))
 }
 
 /// Human-readable byte counts.
