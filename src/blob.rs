@@ -62,6 +62,8 @@ const PROBE_LEN: usize = 4096;
 
 thread_local! {
     static COMPRESSORS: RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(Vec::new()) };
+    // A decompression context costs ~100 KiB to set up; restore and check open thousands of blobs.
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
 fn with_compressor<T>(
@@ -110,18 +112,30 @@ pub fn compress(data: &[u8], level: i32) -> (Compression, Option<Vec<u8>>) {
     }
 }
 
-pub fn decompress(data: &[u8], comp: Compression, raw_len: usize) -> Result<Vec<u8>, String> {
+/// Decodes a blob body; takes it by value so a raw body is returned without a copy.
+pub fn decompress(data: Vec<u8>, comp: Compression, raw_len: usize) -> Result<Vec<u8>, String> {
     match comp {
         Compression::None if data.len() != raw_len => Err(format!(
             "stored {} bytes, header says {raw_len}",
             data.len()
         )),
-        Compression::None => Ok(data.to_vec()),
+        Compression::None => Ok(data),
         Compression::Zstd if raw_len > MAX_BLOB_LEN => Err(format!(
             "raw length {raw_len} is beyond any blob snap writes"
         )),
         Compression::Zstd => {
-            let out = zstd::bulk::decompress(data, raw_len).map_err(|e| format!("zstd: {e}"))?;
+            let out = DECOMPRESSOR
+                .with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    match d.as_mut() {
+                        Some(d) => d.decompress(&data, raw_len),
+                        None => Err(std::io::Error::other("no decompression context")),
+                    }
+                })
+                .map_err(|e| format!("zstd: {e}"))?;
             if out.len() != raw_len {
                 return Err(format!(
                     "decompressed to {} bytes, header says {raw_len}",
@@ -172,7 +186,7 @@ pub fn open_blob(
 ) -> Result<Vec<u8>, String> {
     let body =
         envelope::open_bound(key, btype.kind(), Some(id), sealed).map_err(|e| e.to_string())?;
-    let plain = decompress(&body, compression, raw_len)?;
+    let plain = decompress(body, compression, raw_len)?;
     if key.blob_id(&plain) != *id {
         return Err("content does not hash to the blob id".into());
     }
@@ -193,7 +207,7 @@ mod tests {
         assert!(!looks_incompressible(&text));
         let (c, out) = compress(&text, 3);
         assert_eq!(c, Compression::Zstd);
-        assert_eq!(decompress(&out.unwrap(), c, text.len()).unwrap(), text);
+        assert_eq!(decompress(out.unwrap(), c, text.len()).unwrap(), text);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cbor;
 pub mod chunker;
 pub mod config;
 pub mod crypto;
+pub mod direct;
 pub mod envelope;
 pub mod error;
 pub mod id;

@@ -13,5 +13,5 @@ fuzz_target!(|data: &[u8]| {
     let comp = if data[0] & 1 == 1 { Compression::Zstd } else { Compression::None };
     let raw_len = u16::from_le_bytes([data[1], data[2]]) as usize;
     let _ = blob::open_blob(&key, BlobType::Data, &Id([3; 32]), comp, raw_len, &data[3..]);
-    let _ = blob::decompress(&data[3..], comp, raw_len);
+    let _ = blob::decompress(data[3..].to_vec(), comp, raw_len);
 });

@@ -346,6 +346,7 @@ impl Walker<'_, '_> {
         let regions = files::data_regions(&f, md)?;
         let regions_end = regions.last().map(|(s, l)| s + l).unwrap_or(0);
         let mut pos = 0u64;
+        let mut dropped = 0u64;
         let mut content = Vec::new();
         let mut pendings = Vec::new();
         for (start, len) in regions {
@@ -365,7 +366,14 @@ impl Walker<'_, '_> {
                 pendings.push((content.len(), id));
                 content.push(Extent(Some(Id::default()), n));
                 pos += n;
+                if pos - dropped >= DROP_BEHIND {
+                    files::drop_cache(region.get_ref(), dropped, pos - dropped);
+                    dropped = pos;
+                }
             }
+        }
+        if pos > dropped {
+            files::drop_cache(&f, dropped, pos - dropped);
         }
         // A hole at the end (the regions stop before the size); a file that shrank while being
         // read is recorded at the length actually read.
@@ -378,6 +386,10 @@ impl Walker<'_, '_> {
         Ok(pendings)
     }
 }
+
+/// The reader drops what it has read from the page cache in steps of this size (see
+/// [`files::drop_cache`]).
+const DROP_BEHIND: u64 = 8 * 1024 * 1024;
 
 /// Chunk ids of a node still being hashed by the saver's workers: (index into `content`, id).
 type Pendings = Vec<(usize, PendingId)>;

@@ -17,9 +17,10 @@ use std::thread::{Scope, ScopedJoinHandle};
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use crate::blob::{BlobType, SealedBlob, seal_blob};
+use crate::direct::AlignedVec;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::PackBuilder;
+use crate::pack::{PackBuilder, PackEntry};
 use crate::repo::Repository;
 
 #[derive(Default)]
@@ -83,9 +84,11 @@ impl<'scope> Saver<'scope> {
             .map(|n| n.get())
             .unwrap_or(2)
             .max(2);
-        let (job_tx, job_rx) = bounded::<Job>(sealers * 2);
+        let (job_tx, job_rx) = bounded::<Job>(sealers * 4);
         let (blob_tx, blob_rx) = bounded::<SealedBlob>(sealers * 2);
-        let (pack_tx, pack_rx) = bounded::<(Id, Vec<u8>, Vec<crate::pack::PackEntry>)>(0);
+        let (pack_tx, pack_rx) = bounded::<Finished>(0);
+        // Buffers of written packs, back to the packer (one per writer), so packs reuse warm memory.
+        let (free_tx, free_rx) = bounded::<AlignedVec>(2);
         let mut threads = Vec::new();
         let level = repo.config().compression;
         for _ in 0..sealers {
@@ -118,12 +121,12 @@ impl<'scope> Saver<'scope> {
             }));
         }
         drop((job_rx, blob_tx));
-        threads.push(scope.spawn(move || packer(repo, blob_rx, pack_tx, state)));
+        threads.push(scope.spawn(move || packer(repo, blob_rx, pack_tx, free_rx, state)));
         // Two writers overlap one pack's fsync with the next pack's write; the rendezvous
         // channel above keeps at most one pack per writer in memory.
         for _ in 0..2 {
-            let rx = pack_rx.clone();
-            threads.push(scope.spawn(move || writer(repo, rx, state)));
+            let (rx, free) = (pack_rx.clone(), free_tx.clone());
+            threads.push(scope.spawn(move || writer(repo, rx, free, state)));
         }
         Saver {
             repo,
@@ -209,38 +212,68 @@ fn claim(repo: &Repository, pending: &Mutex<HashSet<Id>>, id: &Id) -> Result<boo
     Ok(true)
 }
 
+/// A finished pack on its way to a writer.
+type Finished = (Id, AlignedVec, Vec<PackEntry>);
+
+fn pack_error(e: crate::pack::PackError) -> Error {
+    match e {
+        crate::pack::PackError::Memory(source) => {
+            Error::io("cannot allocate", "a pack buffer", source)
+        }
+        e => Error::Usage(format!("cannot finish a pack: {e}")),
+    }
+}
+
 fn packer(
     repo: &Repository,
     rx: Receiver<SealedBlob>,
-    tx: Sender<(Id, Vec<u8>, Vec<crate::pack::PackEntry>)>,
+    tx: Sender<Finished>,
+    free: Receiver<AlignedVec>,
     state: &SaverState,
 ) {
     let target = repo.config().pack_size as usize;
     // Room for the target plus the largest chunk and its envelope: no reallocation, ever.
     let capacity = target + repo.config().chunker.max as usize + 4096;
-    let mut data = PackBuilder::with_capacity(capacity);
-    let mut tree = PackBuilder::new();
+    // Writers hand buffers back; a new one is allocated only while none is free.
+    let fresh_data = || match free.try_recv() {
+        Ok(buf) if buf.capacity() >= capacity => Ok(PackBuilder::reuse(buf)),
+        _ => PackBuilder::with_capacity(capacity),
+    };
+    let fresh_tree = || PackBuilder::with_capacity(64 * 1024);
+    let start = fresh_data().and_then(|d| Ok((d, fresh_tree()?)));
+    let (mut data, mut tree) = match start {
+        Ok(b) => b,
+        Err(e) => {
+            return fail(
+                &state.failure,
+                Error::io("cannot allocate", "a pack buffer", e),
+            );
+        }
+    };
     let ship = |pb: PackBuilder| -> bool {
         match pb.finish(repo.key()) {
             Ok(p) => tx.send(p).is_ok(),
             Err(e) => {
-                fail(&state.failure, e.into());
+                fail(&state.failure, pack_error(e));
                 false
             }
         }
     };
     for b in rx {
-        let pb = if b.btype == BlobType::Tree {
-            &mut tree
-        } else {
-            &mut data
-        };
-        pb.add(&b);
+        let is_tree = b.btype == BlobType::Tree;
+        let pb = if is_tree { &mut tree } else { &mut data };
+        if let Err(e) = pb.add(&b) {
+            return fail(&state.failure, pack_error(e));
+        }
         if pb.is_full(target) {
-            let fresh = if b.btype == BlobType::Tree {
-                PackBuilder::new()
-            } else {
-                PackBuilder::with_capacity(capacity)
+            let fresh = match if is_tree { fresh_tree() } else { fresh_data() } {
+                Ok(f) => f,
+                Err(e) => {
+                    return fail(
+                        &state.failure,
+                        Error::io("cannot allocate", "a pack buffer", e),
+                    );
+                }
             };
             let full = std::mem::replace(pb, fresh);
             if !ship(full) {
@@ -255,11 +288,7 @@ fn packer(
     }
 }
 
-fn writer(
-    repo: &Repository,
-    rx: Receiver<(Id, Vec<u8>, Vec<crate::pack::PackEntry>)>,
-    state: &SaverState,
-) {
+fn writer(repo: &Repository, rx: Receiver<Finished>, free: Sender<AlignedVec>, state: &SaverState) {
     for (id, bytes, entries) in rx {
         if let Err(e) = repo.store_pack(&id, &bytes, &entries) {
             return fail(&state.failure, e);
@@ -278,5 +307,8 @@ fn writer(
         for e in &entries {
             p.remove(&e.id);
         }
+        drop(p);
+        // A full pool (or a finished packer) just drops the buffer.
+        let _ = free.try_send(bytes);
     }
 }

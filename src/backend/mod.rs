@@ -14,6 +14,9 @@ pub trait Backend: Send + Sync {
     fn read(&self, path: &str) -> Result<Vec<u8>>;
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     fn size(&self, path: &str) -> Result<u64>;
+    /// Hints that `len` bytes at `offset` will be read soon; a backend without such a notion
+    /// ignores it.
+    fn prefetch(&self, _path: &str, _offset: u64, _len: u64) {}
     /// Writes a whole file atomically and durably: after `Ok`, a crash cannot lose it or leave it
     /// half-written, and a concurrent reader never sees a partial file.
     fn write(&self, path: &str, bytes: &[u8]) -> Result<()>;

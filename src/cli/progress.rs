@@ -1,15 +1,14 @@
 //! Progress bars: a thread polls the library's atomic counters and draws an indicatif bar, so the
 //! library never knows whether anyone is watching.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Ticker {
-    stop: Arc<AtomicBool>,
+    /// Dropping it ends the ticker at once.
+    stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -20,24 +19,28 @@ impl Ticker {
         template: &str,
         update: impl Fn(&ProgressBar) + Send + 'static,
     ) -> Ticker {
-        let stop = Arc::new(AtomicBool::new(false));
         if !show {
-            return Ticker { stop, thread: None };
+            return Ticker {
+                stop: None,
+                thread: None,
+            };
         }
         let bar = ProgressBar::new(0);
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("=> "));
         }
-        let s = stop.clone();
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
+            update(&bar);
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Duration::from_millis(100))
+            {
                 update(&bar);
-                std::thread::sleep(Duration::from_millis(100));
             }
             bar.finish_and_clear();
         });
         Ticker {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         }
     }
@@ -45,7 +48,7 @@ impl Ticker {
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

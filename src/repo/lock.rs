@@ -6,7 +6,6 @@
 //! stale. A stale lock is reported with its host, pid and age and left for `snap unlock`: breaking
 //! it silently could let a prune delete what a slow backup is still writing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -120,7 +119,8 @@ pub fn remove_stale(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result
 pub struct LockGuard {
     backend: Arc<dyn Backend>,
     path: Arc<Mutex<String>>,
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes the refresher at once (a sleep loop would delay every exit).
+    stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -165,18 +165,12 @@ impl LockGuard {
             return Err(e);
         }
         let path = Arc::new(Mutex::new(path));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (b2, p2, s2, key2) = (backend.clone(), path.clone(), stop.clone(), key.clone());
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let (b2, p2, key2) = (backend.clone(), path.clone(), key.clone());
         let thread = std::thread::spawn(move || {
-            let step = Duration::from_millis(200);
-            let mut waited = Duration::ZERO;
-            while !s2.load(Ordering::Relaxed) {
-                std::thread::sleep(step);
-                waited += step;
-                if waited < REFRESH {
-                    continue;
-                }
-                waited = Duration::ZERO;
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(REFRESH)
+            {
                 if let Ok(new) = write_lock(b2.as_ref(), &key2, &info()) {
                     let mut cur = p2.lock().unwrap_or_else(|e| e.into_inner());
                     let _ = b2.remove(&cur);
@@ -187,7 +181,7 @@ impl LockGuard {
         Ok(LockGuard {
             backend,
             path,
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -195,7 +189,7 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

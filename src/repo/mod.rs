@@ -266,6 +266,31 @@ impl Repository {
         })
     }
 
+    /// Asks the backend to start reading these blobs, adjacent ones in one request each.
+    pub fn prefetch<'a>(&self, ids: impl IntoIterator<Item = &'a Id>) {
+        let mut run: Option<(Id, u64, u64)> = None;
+        for id in ids {
+            let Ok(loc) = self.locate(id) else { continue };
+            let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
+            match &mut run {
+                Some((pack, _, e))
+                    if *pack == loc.pack && start >= *e && start - *e < 64 * 1024 =>
+                {
+                    *e = end
+                }
+                _ => {
+                    if let Some((pack, s, e)) = run.take() {
+                        self.backend.prefetch(&pack_path(&pack), s, e - s);
+                    }
+                    run = Some((loc.pack, start, end));
+                }
+            }
+        }
+        if let Some((pack, s, e)) = run {
+            self.backend.prefetch(&pack_path(&pack), s, e - s);
+        }
+    }
+
     /// Loads, opens, decompresses and id-checks one blob.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
