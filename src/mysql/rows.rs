@@ -8,8 +8,9 @@
 //!
 //! Values are read over a `SET NAMES binary` connection, so the server sends each column's
 //! stored bytes untranslated, and are written so the same bytes go back under `SET NAMES binary`:
-//! - numbers: the server's text form, unquoted (integers and DECIMAL are exact; FLOAT/DOUBLE are
-//!   printed by the server in a form that reads back to the same value);
+//! - numbers: the server's text form, unquoted (integers and DECIMAL are exact; DOUBLE is printed
+//!   in a form that reads back to the same value; FLOAT is read widened to DOUBLE, see
+//!   [`select_sql`]);
 //! - character, binary, temporal, ENUM/SET, JSON: `'…'` with `\0 \n \r \\ \' \Z` escaped when the
 //!   bytes are UTF-8, else `X'…'` (a latin1 `é` is not UTF-8; either form loads the same bytes);
 //! - BIT and spatial: `X'…'` (big-endian bits; SRID + WKB);
@@ -66,9 +67,27 @@ pub struct RowStats {
 const MAX_SAMPLES: usize = 16;
 const SAMPLE_RATE: u16 = 64;
 
+/// The select list: column names, except that FLOAT is read as `col + 0e0`. The server prints a
+/// FLOAT with 6 significant digits (123456.79 comes back as "123457"), which loses bits;
+/// widened to DOUBLE it prints the float's exact value in a form that reads back to the same
+/// double, and storing that double into the FLOAT column gives back the original bits.
+fn select_list(shape: &RowShape) -> String {
+    let cols: Vec<String> = shape
+        .columns
+        .iter()
+        .map(|c| {
+            if c.data_type.eq_ignore_ascii_case("float") {
+                format!("({} + 0e0)", quote_ident(&c.name))
+            } else {
+                quote_ident(&c.name)
+            }
+        })
+        .collect();
+    cols.join(",")
+}
+
 /// The `SELECT` that reads a table in stream order.
 pub fn select_sql(db: &str, table: &str, shape: &RowShape) -> String {
-    let cols: Vec<String> = shape.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let order: Vec<String> = shape
         .order_by
         .iter()
@@ -94,7 +113,7 @@ pub fn select_sql(db: &str, table: &str, shape: &RowShape) -> String {
     };
     let mut sql = format!(
         "SELECT {} FROM {}.{}{history}",
-        cols.join(","),
+        select_list(shape),
         quote_ident(db),
         quote_ident(table)
     );
@@ -251,7 +270,7 @@ pub fn sample_hash(
     };
     let sql = format!(
         "SELECT {} FROM {}.{}{history} WHERE {key} LIMIT 1",
-        cols.join(","),
+        select_list(shape),
         quote_ident(db),
         quote_ident(table)
     );

@@ -170,6 +170,17 @@ fn same_fingerprint_as_mariadb_dump() {
         .unwrap()
         .into_result()
         .unwrap();
+    let (_, guard) = fixture_source();
+    let source = fp(SOURCE, "snapfix");
+    drop(guard);
+    assert_same(&source, &fp(TARGET_C, "snapfix_snap"), "snap vs source");
+    // mariadb-dump writes FLOAT as the server prints it, 6 significant digits: 123456.789f
+    // comes back as 123457. That is the only difference: round the source value the same way
+    // in snap's copy and the two copies are identical.
+    let d = fingerprint::diff(&fp(TARGET_C, "snapfix"), &fp(TARGET_C, "snapfix_snap"));
+    assert_eq!(d.len(), 1, "{}", d.join("\n"));
+    assert!(d[0].starts_with("checksum types:"), "{}", d[0]);
+    c.exec("UPDATE snapfix_snap.types SET f = 123457 WHERE id = 5");
     assert_same(
         &fp(TARGET_C, "snapfix"),
         &fp(TARGET_C, "snapfix_snap"),
