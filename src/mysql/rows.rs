@@ -262,7 +262,6 @@ pub fn sample_hash(
     key: &str,
 ) -> Result<Option<String>> {
     let what = format!("{db}.{table}");
-    let cols: Vec<String> = shape.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let history = if shape.versioned {
         " FOR SYSTEM_TIME ALL"
     } else {
