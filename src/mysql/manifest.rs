@@ -5,9 +5,8 @@
 //!
 //! Stream paths are built here so writer and reader agree: names are percent-encoded into path
 //! components (anything but `[A-Za-z0-9_$-]`, including `.` and `%`), so any database or table
-//! name maps to one safe component and no table can collide with a file the dump adds
-//! (`_objects.sql` begins with `_`, which is encoded as itself but no table stream ends in `.sql`
-//! without the `.schema` part).
+//! name maps to one safe component, and since an encoded name has no `.`, a table's
+//! `<name>.rows`/`<name>.schema.sql` can never collide with `_objects.sql` or `_sequences.sql`.
 
 use serde::{Deserialize, Serialize};
 

@@ -93,6 +93,7 @@ pub struct Selection {
     pub include_system: bool,
 }
 
+/// A [`Selection`] with its patterns compiled.
 pub struct CompiledSelection {
     dbs: Option<GlobSet>,
     ex_dbs: GlobSet,

@@ -419,3 +419,39 @@ fn defaults_file_and_unix_socket() {
     let one: Option<u32> = c.query_first("SELECT 1").unwrap();
     assert_eq!(one, Some(1));
 }
+
+#[test]
+fn users_and_grants_round_trip() {
+    let c = server(TARGET_C);
+    c.exec("DROP DATABASE IF EXISTS grantsdb");
+    c.exec("CREATE DATABASE grantsdb");
+    c.exec("CREATE TABLE grantsdb.t (id INT PRIMARY KEY)");
+    c.exec("CREATE USER IF NOT EXISTS 'app'@'%' IDENTIFIED BY 'app pw'");
+    c.exec("GRANT SELECT, INSERT ON grantsdb.* TO 'app'@'%'");
+    let dir = scratch("mysql-grants");
+    let opts = DumpOptions {
+        grants: true,
+        ..only(&["grantsdb"])
+    };
+    let m = dump(&c.target(), &DirSink::new(&dir), &opts).unwrap();
+    assert_eq!(m.users.as_deref(), Some("_users.sql"));
+    let b = server(TARGET_B);
+    b.exec("DROP USER IF EXISTS 'app'@'%'");
+    let ropts = RestoreOptions {
+        users: true,
+        replace: true,
+        ..Default::default()
+    };
+    restore(&b.target(), &DirSource::new(&dir), &ropts)
+        .unwrap()
+        .into_result()
+        .unwrap();
+    let grants =
+        |s: &Server| -> Vec<String> { s.conn().query("SHOW GRANTS FOR 'app'@'%'").unwrap() };
+    assert_eq!(grants(b), grants(c));
+    assert!(
+        grants(b).iter().any(|g| g.contains("`grantsdb`")),
+        "{:?}",
+        grants(b)
+    );
+}
