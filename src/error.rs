@@ -44,6 +44,42 @@ pub enum Error {
     Interrupted,
     #[error("{0}")]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// A MySQL/MariaDB connection setting is malformed (URL, defaults file, environment).
+    #[error("MySQL connection settings: {0}")]
+    MysqlConfig(String),
+    /// The server could not be reached at all (refused, no route, no socket, timed out).
+    #[error("cannot connect to MySQL server {target}: {source}")]
+    MysqlUnreachable {
+        target: String,
+        source: mysql::Error,
+    },
+    /// The server answered and refused the credentials.
+    #[error("MySQL server {target} denied access to user {user:?}: {message}")]
+    MysqlAccessDenied {
+        target: String,
+        user: String,
+        message: String,
+    },
+    /// The global backup lock could not be taken in time because other statements hold it back;
+    /// the dump gave up and released everything it held rather than stall the application.
+    #[error(
+        "gave up taking the backup lock on {target} after {waited_ms} ms at {stage} \
+         (a long-running statement holds it back; raise the lock timeout or retry later)"
+    )]
+    MysqlLockTimeout {
+        target: String,
+        stage: String,
+        waited_ms: u64,
+    },
+    /// A statement failed on a connected server.
+    #[error("MySQL {what}: {source}")]
+    Mysql { what: String, source: mysql::Error },
+    /// Restored tables do not match the row counts/checksums recorded at dump time.
+    #[error("verification failed for {tables} table(s): {details}")]
+    MysqlVerify { tables: usize, details: String },
+    /// A dump stream is malformed or does not match its manifest.
+    #[error("MySQL dump stream {path}: {what}")]
+    DumpStream { path: String, what: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -70,6 +106,20 @@ impl Error {
         match self {
             Error::Context { source, .. } => source.root(),
             e => e,
+        }
+    }
+
+    pub fn mysql(what: impl Into<String>, source: mysql::Error) -> Error {
+        Error::Mysql {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn dump_stream(path: impl Into<String>, what: impl Into<String>) -> Error {
+        Error::DumpStream {
+            path: path.into(),
+            what: what.into(),
         }
     }
 

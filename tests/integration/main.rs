@@ -10,3 +10,5 @@ mod errors;
 mod formats;
 mod index_cache;
 mod keys;
+mod mysql;
+mod mysql_common;
