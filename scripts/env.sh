@@ -8,6 +8,9 @@ install_deps() {
   dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
   command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
   command -v python3 >/dev/null 2>&1 || need+=(python3)
+  # The MySQL tests start private MariaDB servers (../shared/scripts/mariadb-sandbox.sh).
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+  command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
   command -v clang >/dev/null 2>&1 || true
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}" >&2

@@ -22,7 +22,21 @@ pub const DEFAULT_MIN: u32 = 128 * 1024;
 pub const DEFAULT_AVG: u32 = 512 * 1024;
 pub const DEFAULT_MAX: u32 = 2 * 1024 * 1024;
 
+/// Database dump streams (see `Config::db_chunker`).
+pub const DB_DEFAULT_MIN: u32 = 16 * 1024;
+pub const DB_DEFAULT_AVG: u32 = 64 * 1024;
+pub const DB_DEFAULT_MAX: u32 = 256 * 1024;
+
 impl ChunkerParams {
+    pub fn db_default_with_seed(seed: u64) -> ChunkerParams {
+        ChunkerParams {
+            min: DB_DEFAULT_MIN,
+            avg: DB_DEFAULT_AVG,
+            max: DB_DEFAULT_MAX,
+            seed,
+        }
+    }
+
     pub fn default_with_seed(seed: u64) -> ChunkerParams {
         ChunkerParams {
             min: DEFAULT_MIN,
@@ -97,6 +111,23 @@ impl Chunker {
     }
 
     /// Starts a new stream (the previous one's leftover bytes are dropped).
+    /// Length of the first chunk of `data` (all of it when it is shorter than a cut needs).
+    fn cut(&self, data: &[u8]) -> usize {
+        cut_gear(
+            data,
+            self.p.min as usize,
+            self.p.avg as usize,
+            self.p.max as usize,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.gear,
+            &self.gear_ls,
+        )
+        .1
+    }
+
     pub fn reset(&mut self) {
         self.start = 0;
         self.end = 0;
@@ -125,21 +156,65 @@ impl Chunker {
         if self.start == self.end {
             return Ok(None);
         }
-        let (_, cut) = cut_gear(
-            &self.buf[self.start..self.end],
-            self.p.min as usize,
-            self.p.avg as usize,
-            max,
-            self.mask_s,
-            self.mask_l,
-            self.mask_s << 1,
-            self.mask_l << 1,
-            &self.gear,
-            &self.gear_ls,
-        );
+        let cut = self.cut(&self.buf[self.start..self.end]);
         let chunk = self.buf[self.start..self.start + cut].to_vec();
         self.start += cut;
         Ok(Some(chunk))
+    }
+}
+
+/// The push form of [`Chunker`], for producers that write (a database dump) rather than being
+/// read from: bytes go in with [`StreamChunker::push`], chunks come out through a callback. Cut
+/// points are the same as the pull form's over the same bytes, because a cut is only taken once
+/// `max` bytes are buffered or the stream has ended, exactly as there.
+pub struct StreamChunker {
+    chunker: Chunker,
+    buf: Vec<u8>,
+}
+
+impl StreamChunker {
+    pub fn new(p: ChunkerParams) -> StreamChunker {
+        StreamChunker {
+            chunker: Chunker::new(p),
+            buf: Vec::with_capacity(2 * p.max as usize),
+        }
+    }
+
+    pub fn push<E>(
+        &mut self,
+        mut data: &[u8],
+        emit: &mut dyn FnMut(Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let max = self.chunker.p.max as usize;
+        while !data.is_empty() {
+            let room = 2 * max - self.buf.len();
+            let n = room.min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            self.drain(max, emit)?;
+        }
+        Ok(())
+    }
+
+    /// Cuts while at least `keep` bytes are buffered.
+    fn drain<E>(
+        &mut self,
+        keep: usize,
+        emit: &mut dyn FnMut(Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut start = 0;
+        while self.buf.len() - start >= keep.max(1) {
+            let cut = self.chunker.cut(&self.buf[start..]);
+            emit(self.buf[start..start + cut].to_vec())?;
+            start += cut;
+        }
+        self.buf.drain(..start);
+        Ok(())
+    }
+
+    /// Emits what is left: the stream has ended.
+    pub fn finish<E>(&mut self, emit: &mut dyn FnMut(Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        self.drain(1, emit)
     }
 }
 
@@ -181,5 +256,35 @@ mod tests {
         for c in &chunks[..chunks.len() - 1] {
             assert!(c.len() >= 4096 && c.len() <= 65536);
         }
+    }
+
+    #[test]
+    fn push_form_cuts_where_pull_form_does() {
+        let p = ChunkerParams {
+            min: 4096,
+            avg: 16384,
+            max: 65536,
+            seed: 9,
+        };
+        let mut data = vec![0u8; 700_001];
+        let mut x = 7u32;
+        for b in data.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = (x % 7) as u8;
+        }
+        let pulled: Vec<Vec<u8>> = p.chunks(&data[..]).map(|c| c.unwrap()).collect();
+        let mut pushed = Vec::new();
+        let mut sc = StreamChunker::new(p);
+        let mut emit = |c: Vec<u8>| -> Result<(), ()> {
+            pushed.push(c);
+            Ok(())
+        };
+        for part in data.chunks(12_345) {
+            sc.push(part, &mut emit).unwrap();
+        }
+        sc.finish(&mut emit).unwrap();
+        assert_eq!(pulled, pushed);
     }
 }

@@ -77,6 +77,10 @@ pub enum Error {
     /// Restored tables do not match the row counts/checksums recorded at dump time.
     #[error("verification failed for {tables} table(s): {details}")]
     MysqlVerify { tables: usize, details: String },
+    /// Another snap database backup of the same server holds its backup lock: this one is
+    /// skipped, not queued.
+    #[error("a database backup of {0} is already running; skipped this one")]
+    BackupRunning(String),
     /// A dump stream is malformed or does not match its manifest.
     #[error("MySQL dump stream {path}: {what}")]
     DumpStream { path: String, what: String },

@@ -27,6 +27,8 @@ pub mod backend;
 #[cfg(feature = "rocksdb")]
 pub mod checker;
 #[cfg(feature = "rocksdb")]
+pub mod database;
+#[cfg(feature = "rocksdb")]
 pub mod index;
 #[cfg(feature = "rocksdb")]
 pub mod repo;

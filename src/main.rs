@@ -8,12 +8,19 @@ use std::process::ExitCode;
 use snap::error::Error;
 
 /// Exit codes: 0 ok, 1 fatal, 3 snapshot written but incomplete, 10 no repository,
-/// 11 lock not taken, 12 wrong password, 130 interrupted.
+/// 11 lock not taken, 12 wrong password, 20 database unreachable, 21 database access denied,
+/// 22 database backup lock not granted in time, 23 skipped: a database backup of the same server
+/// is already running, 24 database verification failed, 130 interrupted.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>().map(Error::root) {
         Some(Error::NoRepository(_)) => 10,
         Some(Error::Locked(_)) => 11,
         Some(Error::WrongPassword(_)) => 12,
+        Some(Error::MysqlUnreachable { .. }) => 20,
+        Some(Error::MysqlAccessDenied { .. }) => 21,
+        Some(Error::MysqlLockTimeout { .. }) => 22,
+        Some(Error::BackupRunning(_)) => 23,
+        Some(Error::MysqlVerify { .. }) => 24,
         Some(Error::Interrupted) => 130,
         _ => 1,
     }

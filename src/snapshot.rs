@@ -57,7 +57,7 @@ pub struct SourceError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub time: String,
     pub time_end: String,
@@ -72,6 +72,31 @@ pub struct Snapshot {
     pub errors: Vec<SourceError>,
     pub summary: Summary,
     pub program: String,
+    /// Present when the snapshot holds a database dump (under `mysql/` in the tree).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql: Option<MysqlSummary>,
+}
+
+/// What a snapshot records about its database dump; the full manifest (per-table row counts,
+/// checksums, samples) is the `mysql/manifest.json` stream in the tree.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MysqlSummary {
+    /// `host:port` or socket path the dump was taken from.
+    pub source: String,
+    /// Flavour and version, e.g. `MariaDB 10.11.6`.
+    pub server: String,
+    pub binlog_file: Option<String>,
+    pub binlog_position: Option<u64>,
+    pub gtid: Option<String>,
+    /// Commits blocked, and DDL / non-transactional writes blocked, in milliseconds.
+    pub lock_ms: f64,
+    pub ddl_lock_ms: f64,
+    pub duration_ms: u64,
+    /// Bytes of dump streams.
+    pub bytes: u64,
+    pub databases: u64,
+    pub tables: u64,
+    pub rows: u64,
 }
 
 impl Snapshot {

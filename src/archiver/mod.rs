@@ -6,7 +6,10 @@
 //! content list (after checking that its blobs are still indexed) without being opened. Memory is
 //! bounded by the depth of the tree times the width of a directory, never by the number of files.
 
+mod db;
 mod saver;
+
+pub use db::{MYSQL_DIR, MysqlSource};
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -36,6 +39,8 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     pub host: Option<String>,
     pub kind: BackupKind,
+    /// A database to dump into `mysql/` beside the paths.
+    pub mysql: Option<MysqlSource>,
 }
 
 /// Live counters a front end may poll to draw progress.
@@ -157,8 +162,14 @@ impl Walker<'_, '_> {
     }
 
     fn top(&mut self, top: &Top, parent: Option<&Tree>) -> Result<Id> {
+        let nodes = self.top_nodes(top, parent)?;
+        self.save_tree(nodes)
+    }
+
+    /// The entries of the tree for `top`, not yet saved (the root may get more).
+    fn top_nodes(&mut self, top: &Top, parent: Option<&Tree>) -> Result<Vec<(Node, Pendings)>> {
         match top {
-            Top::Real(path) => self.dir(path, parent),
+            Top::Real(path) => self.dir_nodes(path, parent),
             Top::Virtual(_, children) => {
                 let mut nodes = Vec::new();
                 for (name, child) in children {
@@ -197,13 +208,18 @@ impl Walker<'_, '_> {
                     }
                     nodes.push((node, Vec::new()));
                 }
-                self.save_tree(nodes)
+                Ok(nodes)
             }
         }
     }
 
     /// Backs up directory `path`, returning its tree id.
     fn dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Id> {
+        let nodes = self.dir_nodes(path, parent)?;
+        self.save_tree(nodes)
+    }
+
+    fn dir_nodes(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Vec<(Node, Pendings)>> {
         self.check_interrupt()?;
         let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
         match std::fs::read_dir(path) {
@@ -264,7 +280,7 @@ impl Walker<'_, '_> {
                 nodes.push((node, p));
             }
         }
-        self.save_tree(nodes)
+        Ok(nodes)
     }
 
     /// Fills in a non-directory node's content, returning the chunk ids still being hashed;
@@ -437,9 +453,9 @@ pub fn backup(
     let started = Instant::now();
     let time = chrono::Local::now();
     let host = opts.host.clone().unwrap_or_else(crate::hostname);
-    if opts.paths.is_empty() {
+    if opts.paths.is_empty() && opts.mysql.is_none() {
         return Err(Error::Usage(
-            "nothing to back up: give at least one path".into(),
+            "nothing to back up: give at least one path, or --mysql".into(),
         ));
     }
     let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read", ".", e))?;
@@ -465,9 +481,9 @@ pub fn backup(
     let excludes = globset(&opts.excludes)?;
     let state = SaverState::default();
     let repo_ref: &Repository = repo;
-    let top = top_map.unwrap_or(Top::Real(cwd));
     let walk_done = AtomicBool::new(false);
-    let (tree, summary, errors) = std::thread::scope(|scope| -> Result<_> {
+    let db_params = repo.config().db_chunker();
+    let (tree, summary, errors, mysql) = std::thread::scope(|scope| -> Result<_> {
         let saver = Saver::start(scope, repo_ref, &state);
         let (prefetch, prefetch_rx) = crossbeam_channel::unbounded();
         let done = &walk_done;
@@ -484,15 +500,37 @@ pub fn backup(
             errors: Vec::new(),
             hardlinks: HashMap::new(),
         };
-        let tree = w.top(&top, parent_tree.as_ref());
+        // The database first: its consistent snapshot is the moment the backup stands for.
+        let db = match &opts.mysql {
+            Some(src) => db::dump(&saver, db_params, src, progress).map(Some),
+            None => Ok(None),
+        };
+        let tree = db.and_then(|db| {
+            let mut nodes = match &top_map {
+                Some(top) => w.top_nodes(top, parent_tree.as_ref())?,
+                None => Vec::new(),
+            };
+            let mysql = db.map(|(node, summary)| {
+                nodes.push((node, Vec::new()));
+                summary
+            });
+            nodes.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+            if nodes.windows(2).any(|p| p[0].0.name == p[1].0.name) {
+                return Err(Error::Usage(format!(
+                    "the paths already hold a top-level {MYSQL_DIR:?} entry, where the database \
+                     dump goes; back up its parent directory instead"
+                )));
+            }
+            Ok((w.save_tree(nodes)?, mysql))
+        });
         let (summary, errors) = (w.summary, w.errors);
         walk_done.store(true, Ordering::Relaxed);
         drop(w.prefetch);
         // Whatever happened, wait for the queued packs: they are durable and reusable next time.
         let finished = saver.finish();
-        let tree = tree?;
+        let (tree, mysql) = tree?;
         finished?;
-        Ok((tree, summary, errors))
+        Ok((tree, summary, errors, mysql))
     })?;
     let s = &state.stats;
     let summary = Summary {
@@ -501,6 +539,9 @@ pub fn backup(
         bytes_added_raw: s.bytes_added_raw.load(Ordering::Relaxed),
         packs_written: s.packs_written.load(Ordering::Relaxed),
         duration_ms: started.elapsed().as_millis() as u64,
+        // The dump streams are files of the snapshot too.
+        bytes_read: summary.bytes_read + mysql.as_ref().map_or(0, |m| m.bytes),
+        bytes_total: summary.bytes_total + mysql.as_ref().map_or(0, |m| m.bytes),
         ..summary
     };
     let snapshot = Snapshot {
@@ -523,6 +564,7 @@ pub fn backup(
         errors,
         summary,
         program: format!("snap {}", env!("CARGO_PKG_VERSION")),
+        mysql,
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot })

@@ -15,7 +15,7 @@ use super::{Ctx, bytes};
 #[derive(clap::Args)]
 pub struct Args {
     /// Files and directories to back up
-    #[arg(required = true)]
+    #[arg(required_unless_present = "mysql")]
     paths: Vec<PathBuf>,
     /// Skip paths matching this glob (repeatable)
     #[arg(long)]
@@ -35,6 +35,8 @@ pub struct Args {
     /// Compare with the latest full snapshot instead of the latest one
     #[arg(long)]
     differential: bool,
+    #[command(flatten)]
+    db: super::mysql_args::Backup,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
@@ -62,6 +64,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         tags: a.tag,
         host: a.host,
         kind,
+        mysql: a.db.source()?,
     };
     let mut repo = ctx.open()?;
     let _lock = LockGuard::take(repo.backend().clone(), repo.key(), false)?;
@@ -112,6 +115,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
             if s.incomplete { ", INCOMPLETE" } else { "" },
             sum.duration_ms as f64 / 1000.0
         );
+        if let Some(m) = &s.mysql {
+            println!(
+                "database {} ({}): {} tables, {} rows, {} dumped in {:.1}s; commits blocked {:.1} ms",
+                m.source,
+                m.server,
+                m.tables,
+                m.rows,
+                bytes(m.bytes),
+                m.duration_ms as f64 / 1000.0,
+                m.lock_ms
+            );
+        }
     }
     if s.incomplete {
         eprintln!(

@@ -6,9 +6,12 @@ mod browse;
 mod check;
 mod init;
 mod key;
+mod mysql;
+mod mysql_args;
 mod progress;
 mod restore;
 mod snapshots;
+mod verify;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -71,6 +74,12 @@ enum Command {
     /// Repair repository caches
     #[command(subcommand)]
     Repair(check::Repair),
+    /// Database operations on snapshots
+    #[command(subcommand)]
+    Mysql(mysql::Mysql),
+    /// Prove a snapshot restores: database into scratch databases, files into a scratch
+    /// directory, everything compared with what the backup recorded; writes a report
+    Verify(verify::Args),
 }
 
 pub struct Ctx {
@@ -150,6 +159,8 @@ pub fn run() -> Result<u8> {
         Command::Unlock(a) => check::unlock(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Repair(check::Repair::Index) => check::repair_index(&ctx),
+        Command::Mysql(m) => mysql::run(&ctx, m),
+        Command::Verify(a) => verify::run(&ctx, a),
     }
 }
 

@@ -137,7 +137,7 @@ proptest! {
             time: "2026-11-25T10:00:00.123456789+00:00".into(), time_end: "2026-11-25T10:00:01+00:00".into(),
             host, user: "root".into(), paths, tags, kind: BackupKind::Differential, parent, tree,
             incomplete: !errs.is_empty(), errors: errs.into_iter().map(|(path, message)| SourceError { path, message }).collect(),
-            summary: Summary { files_new: n, bytes_added: n / 3, ..Summary::default() }, program: "snap test".into(),
+            summary: Summary { files_new: n, bytes_added: n / 3, ..Summary::default() }, program: "snap test".into(), mysql: if n % 2 == 0 { None } else { Some(snap::snapshot::MysqlSummary { source: "db:3306".into(), server: "MariaDB 10.11".into(), binlog_position: Some(n), lock_ms: 1.5, tables: n, ..Default::default() }) },
         };
         let k = key();
         prop_assert_eq!(Snapshot::decode(&k, &s.encode(&k).unwrap()).unwrap(), s);
@@ -146,7 +146,7 @@ proptest! {
     #[test]
     fn config_round_trip(min_k in 64u32..256, level in 0i32..20, pack_mib in 1u32..64, seed in any::<u64>(), rid in id()) {
         let k = key();
-        let c = Config { version: 1, id: rid, chunker: ChunkerParams { min: min_k * 1024, avg: min_k * 4096, max: min_k * 16384, seed }, compression: level, pack_size: pack_mib << 20, created: "now".into() };
+        let c = Config { version: 1, id: rid, chunker: ChunkerParams { min: min_k * 1024, avg: min_k * 4096, max: min_k * 16384, seed }, db_chunker: if level % 2 == 0 { Some(ChunkerParams::db_default_with_seed(seed)) } else { None }, compression: level, pack_size: pack_mib << 20, created: "now".into() };
         prop_assert_eq!(Config::decode(&k, &c.encode(&k).unwrap()).unwrap(), c);
     }
 

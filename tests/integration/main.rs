@@ -11,4 +11,5 @@ mod formats;
 mod index_cache;
 mod keys;
 mod mysql;
+mod mysql_cli;
 mod mysql_common;
