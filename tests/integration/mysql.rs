@@ -3,8 +3,7 @@
 //! the lock give-up path, and the connection errors.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ::mysql::prelude::Queryable;
@@ -223,50 +222,10 @@ fn unchanged_database_dumps_to_identical_streams() {
 
 #[test]
 fn consistent_under_concurrent_transfers() {
-    const ROWS: u64 = 20_000;
-    const START: u64 = 1_000;
     let (src, guard) = fixture_source();
-    src.exec("DROP DATABASE IF EXISTS bank");
-    src.exec("CREATE DATABASE bank");
-    src.exec("CREATE TABLE bank.checking (id INT PRIMARY KEY, balance BIGINT NOT NULL, note VARCHAR(100))");
-    src.exec("CREATE TABLE bank.savings (id INT PRIMARY KEY, balance BIGINT NOT NULL, note VARCHAR(100))");
-    for t in ["checking", "savings"] {
-        src.exec(&format!(
-            "INSERT INTO bank.{t} SELECT seq, {START}, REPEAT('x', 80) FROM bank.seq_1_to_{ROWS}"
-        ));
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let moves = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (stop, moves) = (stop.clone(), moves.clone());
-        let target = src.target();
-        std::thread::spawn(move || {
-            let mut c = target.connect().unwrap();
-            let mut i: u64 = 0;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let a = i * 7919 % ROWS + 1;
-                let b = i * 104_729 % ROWS + 1;
-                let amt = i % 50 + 1;
-                let (from, to) = if i.is_multiple_of(2) {
-                    ("checking", "savings")
-                } else {
-                    ("savings", "checking")
-                };
-                c.query_drop("START TRANSACTION").unwrap();
-                c.query_drop(format!(
-                    "UPDATE bank.{from} SET balance = balance - {amt} WHERE id = {a}"
-                ))
-                .unwrap();
-                c.query_drop(format!(
-                    "UPDATE bank.{to} SET balance = balance + {amt} WHERE id = {b}"
-                ))
-                .unwrap();
-                c.query_drop("COMMIT").unwrap();
-                moves.fetch_add(1, Ordering::Relaxed);
-            }
-        })
-    };
+    let bank = Bank::create(src, "bank");
+    let transfers = Transfers::start(src, "bank");
+    let moves = transfers.moves.clone();
     std::thread::sleep(Duration::from_millis(300));
     let dir = scratch("mysql-load");
     let mut dumps = Vec::new();
@@ -283,8 +242,7 @@ fn consistent_under_concurrent_transfers() {
         );
         dumps.push((d, during));
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    transfers.stop();
     drop(guard);
     assert!(
         dumps.iter().any(|(_, n)| *n > 0),
@@ -302,15 +260,9 @@ fn consistent_under_concurrent_transfers() {
             .unwrap()
             .into_result()
             .unwrap();
-        let total: Option<u64> = b
-            .conn()
-            .query_first(format!(
-                "SELECT CAST((SELECT SUM(balance) FROM {name}.checking) + (SELECT SUM(balance) FROM {name}.savings) AS UNSIGNED)"
-            ))
-            .unwrap();
         assert_eq!(
-            total,
-            Some(2 * ROWS * START),
+            bank.total(b, &name),
+            bank.expected_total(),
             "dump {i} is not transactionally consistent"
         );
         b.exec(&format!("DROP DATABASE {name}"));

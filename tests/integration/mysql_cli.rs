@@ -10,7 +10,7 @@ use ::mysql::prelude::Queryable;
 use snap::mysql::fingerprint;
 
 use crate::common::{Env, assert_same_tree};
-use crate::mysql_common::{Server, scratch, server};
+use crate::mysql_common::{Bank, Server, Transfers, scratch, server};
 
 /// Fixture source for these tests (its own server: the skip test holds its backup lock).
 const CLI_SOURCE: u16 = 3414;
@@ -287,4 +287,45 @@ fn database_errors_have_their_own_exit_codes() {
     // Nothing was left locked: writes go through at once.
     lk.exec("UPDATE slow.t SET v = 0");
     let _ = scratch("cli-errors");
+}
+
+#[test]
+fn backup_under_concurrent_transfers_is_consistent() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (src, dst) = (source(), server(CLI_TARGET));
+    let bank = Bank::create(src, "clibank");
+    let env = Env::new(&[]);
+    let transfers = Transfers::start(src, "clibank");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let before = transfers.moves.load(std::sync::atomic::Ordering::Relaxed);
+        let out = env.backup(&["--mysql", &src.url(), "--mysql-database", "clibank"]);
+        let during = transfers.moves.load(std::sync::atomic::Ordering::Relaxed) - before;
+        ids.push((out["id"].as_str().unwrap().to_string(), during));
+    }
+    transfers.stop();
+    assert!(
+        ids.iter().any(|(_, n)| *n > 0),
+        "no transfer ran during a backup"
+    );
+    for (i, (id, _)) in ids.iter().enumerate() {
+        let name = format!("clibank_r{i}");
+        dst.exec(&format!("DROP DATABASE IF EXISTS {name}"));
+        env.ok(&[
+            "mysql",
+            "restore",
+            id,
+            "--to",
+            &dst.url(),
+            "--rename",
+            &format!("clibank:{name}"),
+        ]);
+        assert_eq!(
+            bank.total(dst, &name),
+            bank.expected_total(),
+            "backup {i} is inconsistent"
+        );
+        dst.exec(&format!("DROP DATABASE {name}"));
+    }
 }

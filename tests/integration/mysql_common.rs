@@ -141,3 +141,93 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Two tables of accounts whose total balance never changes: the invariant a consistent dump keeps.
+pub struct Bank {
+    rows: u64,
+    start: u64,
+}
+
+impl Bank {
+    pub fn create(s: &Server, db: &str) -> Bank {
+        let bank = Bank {
+            rows: 20_000,
+            start: 1_000,
+        };
+        s.exec(&format!("DROP DATABASE IF EXISTS {db}"));
+        s.exec(&format!("CREATE DATABASE {db}"));
+        for t in ["checking", "savings"] {
+            s.exec(&format!(
+                "CREATE TABLE {db}.{t} (id INT PRIMARY KEY, balance BIGINT NOT NULL, note VARCHAR(100))"
+            ));
+            s.exec(&format!(
+                "INSERT INTO {db}.{t} SELECT seq, {}, REPEAT('x', 80) FROM {db}.seq_1_to_{}",
+                bank.start, bank.rows
+            ));
+        }
+        bank
+    }
+
+    pub fn expected_total(&self) -> Option<u64> {
+        Some(2 * self.rows * self.start)
+    }
+
+    pub fn total(&self, s: &Server, db: &str) -> Option<u64> {
+        s.conn()
+            .query_first(format!(
+                "SELECT CAST((SELECT SUM(balance) FROM {db}.checking) + (SELECT SUM(balance) FROM {db}.savings) AS UNSIGNED)"
+            ))
+            .unwrap()
+    }
+}
+
+/// A writer moving money between the two tables of a [`Bank`] in transactions until stopped.
+pub struct Transfers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub moves: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl Transfers {
+    pub fn start(s: &Server, db: &str) -> Transfers {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let moves = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (st, mv, target, db) = (stop.clone(), moves.clone(), s.target(), db.to_string());
+        let handle = std::thread::spawn(move || {
+            let mut c = target.connect().unwrap();
+            let rows = 20_000u64;
+            let mut i: u64 = 0;
+            while !st.load(Ordering::Relaxed) {
+                i += 1;
+                let (a, b, amt) = (i * 7919 % rows + 1, i * 104_729 % rows + 1, i % 50 + 1);
+                let (from, to) = if i.is_multiple_of(2) {
+                    ("checking", "savings")
+                } else {
+                    ("savings", "checking")
+                };
+                c.query_drop("START TRANSACTION").unwrap();
+                c.query_drop(format!(
+                    "UPDATE {db}.{from} SET balance = balance - {amt} WHERE id = {a}"
+                ))
+                .unwrap();
+                c.query_drop(format!(
+                    "UPDATE {db}.{to} SET balance = balance + {amt} WHERE id = {b}"
+                ))
+                .unwrap();
+                c.query_drop("COMMIT").unwrap();
+                mv.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Transfers {
+            stop,
+            moves,
+            handle,
+        }
+    }
+
+    pub fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap();
+    }
+}
