@@ -23,9 +23,9 @@ pub const DEFAULT_AVG: u32 = 512 * 1024;
 pub const DEFAULT_MAX: u32 = 2 * 1024 * 1024;
 
 /// Database dump streams (see `Config::db_chunker`).
-pub const DB_DEFAULT_MIN: u32 = 16 * 1024;
-pub const DB_DEFAULT_AVG: u32 = 64 * 1024;
-pub const DB_DEFAULT_MAX: u32 = 256 * 1024;
+pub const DB_DEFAULT_MIN: u32 = 8 * 1024;
+pub const DB_DEFAULT_AVG: u32 = 32 * 1024;
+pub const DB_DEFAULT_MAX: u32 = 128 * 1024;
 
 impl ChunkerParams {
     pub fn db_default_with_seed(seed: u64) -> ChunkerParams {

@@ -16,6 +16,9 @@ pub struct Args {
     /// Chunk sizes in KiB as MIN,AVG,MAX (fixed for the life of the repository)
     #[arg(long, value_parser = parse_chunker)]
     chunker_kib: Option<(u32, u32, u32)>,
+    /// Chunk sizes in KiB for database dump streams, MIN,AVG,MAX
+    #[arg(long, value_parser = parse_chunker)]
+    db_chunker_kib: Option<(u32, u32, u32)>,
     /// argon2id memory in KiB for the key file (lower only for tests)
     #[arg(long, hide = true)]
     kdf_memory_kib: Option<u32>,
@@ -38,6 +41,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         pack_size: a.pack_size_mib.map(|m| m * 1024 * 1024),
         compression: a.compression,
         chunker: a.chunker_kib,
+        db_chunker: a.db_chunker_kib,
         ..Default::default()
     };
     if let Some(m) = a.kdf_memory_kib {

@@ -137,7 +137,7 @@ fn database(
         ..RestoreOptions::default()
     };
     let loaded = load::restore(scratch, &streams, &opts);
-    let dropped = drop_all(scratch, renames.iter().map(|r| r.1.as_str()));
+    let dropped = super::drop_databases(scratch, renames.iter().map(|r| r.1.as_str()));
     let r = loaded?;
     dropped?;
     Ok(DatabaseDrill {
@@ -148,22 +148,6 @@ fn database(
         load_ms: r.duration_ms,
         tables: r.tables,
     })
-}
-
-fn drop_all<'a>(target: &MysqlTarget, dbs: impl Iterator<Item = &'a str>) -> Result<()> {
-    use mysql::prelude::Queryable;
-    let mut conn = target.connect()?;
-    for db in dbs {
-        conn.query_drop(format!(
-            "DROP DATABASE IF EXISTS `{}`",
-            db.replace('`', "``")
-        ))
-        .map_err(|source| Error::Mysql {
-            what: format!("dropping scratch database {db}"),
-            source,
-        })?;
-    }
-    Ok(())
 }
 
 fn files(

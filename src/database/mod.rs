@@ -220,6 +220,23 @@ pub fn restore(
     }
 }
 
+/// Drops databases (scratch ones, or ones a failed restore created).
+pub(crate) fn drop_databases<'a>(
+    target: &MysqlTarget,
+    dbs: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    use mysql::prelude::Queryable;
+    let mut conn = target.connect()?;
+    for db in dbs {
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", db.replace('`', "``")))
+            .map_err(|source| Error::Mysql {
+                what: format!("dropping database {db}"),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// Puts back what the pre-restore snapshot holds (or drops what a restore into new names
 /// created) and returns the original failure with what was done about it.
 fn rollback(
@@ -251,20 +268,7 @@ fn rollback(
         };
         // Databases that did not exist before the restore are removed again.
         let created: Vec<&String> = targets.iter().filter(|t| !existed.contains(t)).collect();
-        if !created.is_empty() {
-            use mysql::prelude::Queryable;
-            let mut conn = target.connect()?;
-            for db in &created {
-                conn.query_drop(format!(
-                    "DROP DATABASE IF EXISTS `{}`",
-                    db.replace('`', "``")
-                ))
-                .map_err(|source| Error::Mysql {
-                    what: format!("dropping {db} after a failed restore"),
-                    source,
-                })?;
-            }
-        }
+        drop_databases(target, created.into_iter().map(String::as_str))?;
         Ok(match pre {
             Some(id) => format!(
                 "rolled back: the databases were restored from pre-restore snapshot {}",

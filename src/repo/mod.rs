@@ -32,6 +32,8 @@ pub struct InitOptions {
     pub pack_size: Option<u32>,
     pub compression: Option<i32>,
     pub chunker: Option<(u32, u32, u32)>,
+    /// Chunk sizes for database dump streams.
+    pub db_chunker: Option<(u32, u32, u32)>,
 }
 
 impl Default for InitOptions {
@@ -42,6 +44,7 @@ impl Default for InitOptions {
             pack_size: None,
             compression: None,
             chunker: None,
+            db_chunker: None,
         }
     }
 }
@@ -103,6 +106,14 @@ pub fn init(path: &Path, password: &[u8], opts: &InitOptions) -> Result<Id> {
         config.chunker.min = min;
         config.chunker.avg = avg;
         config.chunker.max = max;
+    }
+    if let Some((min, avg, max)) = opts.db_chunker {
+        config.db_chunker = Some(crate::chunker::ChunkerParams {
+            min,
+            avg,
+            max,
+            seed: config.chunker.seed,
+        });
     }
     Config::decode_plain(&crate::cbor::to_vec(&config))
         .map_err(|e| Error::Usage(format!("invalid repository settings: {e}")))?;
