@@ -13,10 +13,7 @@
 //! 6. dump the transactional tables in parallel, biggest first;
 //! 7. write `manifest.json` last, so a dump without one is visibly incomplete.
 
-use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ::mysql::Conn;
@@ -30,6 +27,7 @@ use crate::mysql::rows::{self, RowShape};
 use crate::mysql::schema::{self, ObjectDef, Selection, TableInfo};
 use crate::mysql::script::write_statement;
 use crate::mysql::streams::StreamSink;
+use crate::mysql::workers::on_connections;
 
 /// What to dump and how.
 #[derive(Debug, Clone)]
@@ -294,37 +292,9 @@ fn dump_tables(
             .cmp(&a.data_length)
             .then_with(|| (&a.db, &a.name).cmp(&(&b.db, &b.name)))
     });
-    let queue = Mutex::new(VecDeque::from(queue));
-    let failed = AtomicBool::new(false);
-    let done = Mutex::new(Vec::new());
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for w in workers.iter_mut() {
-            s.spawn(|| {
-                while !failed.load(Ordering::Relaxed) {
-                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                    let Some(t) = next else { break };
-                    match dump_table(w, t, sink) {
-                        Ok(entry) => {
-                            if let Ok(mut d) = done.lock() {
-                                d.push((t.db.clone(), entry));
-                            }
-                        }
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            if let Ok(mut f) = first_error.lock() {
-                                f.get_or_insert(e);
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    Ok(done.into_inner().unwrap_or_default())
+    on_connections(workers, queue, |w, t| {
+        dump_table(w, t, sink).map(|entry| (t.db.clone(), entry))
+    })
 }
 
 fn dump_table(w: &mut Conn, t: &TableInfo, sink: &dyn StreamSink) -> Result<TableEntry> {

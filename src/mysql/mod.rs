@@ -24,6 +24,7 @@ pub mod rows;
 pub mod schema;
 pub mod script;
 pub mod streams;
+mod workers;
 
 pub use conn::{Flavor, MysqlTarget, ServerInfo};
 pub use dump::{DumpOptions, dump};

@@ -15,10 +15,8 @@
 //! trigger and event text: `SHOW CREATE VIEW` qualifies every reference with the database name, so
 //! without the rewrite a renamed view would still read the original database.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use ::mysql::Conn;
@@ -31,6 +29,7 @@ use crate::mysql::manifest::{self, DatabaseEntry, DumpManifest, TableEntry};
 use crate::mysql::rows;
 use crate::mysql::script::read_statements;
 use crate::mysql::streams::StreamSource;
+use crate::mysql::workers::on_connections;
 
 /// What to restore and how.
 #[derive(Debug, Clone)]
@@ -416,45 +415,15 @@ fn load_tables(
         setup_load_session(&mut c, server, "SET NAMES binary")?;
         conns.push(c);
     }
-    let queue = Mutex::new(VecDeque::from(jobs));
-    let failed = AtomicBool::new(false);
-    let checks = Mutex::new(Vec::new());
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for c in conns.iter_mut() {
-            s.spawn(|| {
-                while !failed.load(Ordering::Relaxed) {
-                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                    let Some(job) = next else { break };
-                    let r = load_table(c, source, &job, opts).and_then(|_| {
-                        if opts.verify {
-                            check_table(c, &job.target_db, job.entry).map(Some)
-                        } else {
-                            Ok(None)
-                        }
-                    });
-                    match r {
-                        Ok(Some(check)) => {
-                            if let Ok(mut v) = checks.lock() {
-                                v.push(check);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            if let Ok(mut f) = first_error.lock() {
-                                f.get_or_insert(e);
-                            }
-                        }
-                    }
-                }
-            });
+    let checks = on_connections(&mut conns, jobs, |c, job| {
+        load_table(c, source, &job, opts)?;
+        if opts.verify {
+            check_table(c, &job.target_db, job.entry).map(Some)
+        } else {
+            Ok(None)
         }
-    });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    let mut checks = checks.into_inner().unwrap_or_default();
+    })?;
+    let mut checks: Vec<TableCheck> = checks.into_iter().flatten().collect();
     checks.sort_by(|a, b| (&a.database, &a.table).cmp(&(&b.database, &b.table)));
     Ok(checks)
 }
