@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use crate::crypto::{CryptoError, MasterKey};
+use crate::crypto::{CryptoError, MasterKey, NONCE_LEN, TAG_LEN};
 use crate::envelope::{self, Kind};
 use crate::id::Id;
 
@@ -103,13 +103,55 @@ pub fn looks_incompressible(data: &[u8]) -> bool {
 
 /// Compresses when it pays; returns the bytes to seal and how they are encoded.
 pub fn compress(data: &[u8], level: i32) -> (Compression, Option<Vec<u8>>) {
+    compress_with_room(data, level, 0, 0)
+}
+
+/// [`compress`] into a buffer that starts with `head` zero bytes and has capacity for `tail` more
+/// after the output, so the caller can seal it in place.
+fn compress_with_room(
+    data: &[u8],
+    level: i32,
+    head: usize,
+    tail: usize,
+) -> (Compression, Option<Vec<u8>>) {
     if level == 0 || data.len() < 64 || looks_incompressible(data) {
         return (Compression::None, None);
     }
-    match with_compressor(level, |c| c.compress(data)) {
-        Some(Ok(out)) if out.len() < data.len() => (Compression::Zstd, Some(out)),
+    let mut out = Vec::with_capacity(head + zstd::zstd_safe::compress_bound(data.len()) + tail);
+    out.resize(head, 0);
+    let mut cur = std::io::Cursor::new(out);
+    cur.set_position(head as u64);
+    match with_compressor(level, |c| c.compress_to_buffer(data, &mut cur)) {
+        Some(Ok(n)) if n < data.len() => (Compression::Zstd, Some(cur.into_inner())),
         _ => (Compression::None, None),
     }
+}
+
+fn zstd_decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+    if raw_len > MAX_BLOB_LEN {
+        return Err(format!(
+            "raw length {raw_len} is beyond any blob snap writes"
+        ));
+    }
+    let out = DECOMPRESSOR
+        .with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = Some(zstd::bulk::Decompressor::new()?);
+            }
+            match d.as_mut() {
+                Some(d) => d.decompress(data, raw_len),
+                None => Err(std::io::Error::other("no decompression context")),
+            }
+        })
+        .map_err(|e| format!("zstd: {e}"))?;
+    if out.len() != raw_len {
+        return Err(format!(
+            "decompressed to {} bytes, header says {raw_len}",
+            out.len()
+        ));
+    }
+    Ok(out)
 }
 
 /// Decodes a blob body; takes it by value so a raw body is returned without a copy.
@@ -120,30 +162,7 @@ pub fn decompress(data: Vec<u8>, comp: Compression, raw_len: usize) -> Result<Ve
             data.len()
         )),
         Compression::None => Ok(data),
-        Compression::Zstd if raw_len > MAX_BLOB_LEN => Err(format!(
-            "raw length {raw_len} is beyond any blob snap writes"
-        )),
-        Compression::Zstd => {
-            let out = DECOMPRESSOR
-                .with(|d| {
-                    let mut d = d.borrow_mut();
-                    if d.is_none() {
-                        *d = Some(zstd::bulk::Decompressor::new()?);
-                    }
-                    match d.as_mut() {
-                        Some(d) => d.decompress(&data, raw_len),
-                        None => Err(std::io::Error::other("no decompression context")),
-                    }
-                })
-                .map_err(|e| format!("zstd: {e}"))?;
-            if out.len() != raw_len {
-                return Err(format!(
-                    "decompressed to {} bytes, header says {raw_len}",
-                    out.len()
-                ));
-            }
-            Ok(out)
-        }
+        Compression::Zstd => zstd_decompress(&data, raw_len),
     }
 }
 
@@ -163,9 +182,14 @@ pub fn seal_blob(
     data: &[u8],
     level: i32,
 ) -> Result<SealedBlob, CryptoError> {
-    let (compression, packed) = compress(data, level);
-    let body = packed.as_deref().unwrap_or(data);
-    let sealed = envelope::seal_bound(key, btype.kind(), Some(&id), body)?;
+    let (compression, packed) = compress_with_room(data, level, NONCE_LEN, TAG_LEN);
+    let sealed = match packed {
+        Some(mut buf) => {
+            envelope::seal_bound_in_place(key, btype.kind(), Some(&id), &mut buf)?;
+            buf
+        }
+        None => envelope::seal_bound(key, btype.kind(), Some(&id), data)?,
+    };
     Ok(SealedBlob {
         id,
         btype,
@@ -173,6 +197,31 @@ pub fn seal_blob(
         raw_len: data.len() as u32,
         sealed,
     })
+}
+
+/// [`open_blob`] on bytes the caller owns: decrypted where they lie, no copy of the ciphertext.
+pub fn open_blob_owned(
+    key: &MasterKey,
+    btype: BlobType,
+    id: &Id,
+    compression: Compression,
+    raw_len: usize,
+    mut sealed: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    let r = envelope::open_bound_in_place(key, btype.kind(), Some(id), &mut sealed)
+        .map_err(|e| e.to_string())?;
+    let plain = match compression {
+        Compression::Zstd => zstd_decompress(&sealed[r], raw_len)?,
+        Compression::None => {
+            sealed.truncate(r.end);
+            sealed.drain(..r.start);
+            decompress(sealed, Compression::None, raw_len)?
+        }
+    };
+    if key.blob_id(&plain) != *id {
+        return Err("content does not hash to the blob id".into());
+    }
+    Ok(plain)
 }
 
 /// Opens a sealed blob and checks that its plaintext hashes to `id`.
@@ -237,5 +286,30 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn in_place_paths_match_the_copying_ones() {
+        let k = MasterKey::generate().unwrap();
+        for data in [b"text text text text ".repeat(5000), {
+            let mut r = vec![0u8; 100_000];
+            crate::crypto::random_bytes(&mut r).unwrap();
+            r
+        }] {
+            let id = k.blob_id(&data);
+            let b = seal_blob(&k, BlobType::Data, id, &data, 3).unwrap();
+            let copied = open_blob(
+                &k,
+                BlobType::Data,
+                &id,
+                b.compression,
+                data.len(),
+                &b.sealed,
+            );
+            assert_eq!(copied.unwrap(), data);
+            let owned =
+                open_blob_owned(&k, BlobType::Data, &id, b.compression, data.len(), b.sealed);
+            assert_eq!(owned.unwrap(), data);
+        }
     }
 }

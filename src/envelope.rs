@@ -147,6 +147,26 @@ pub fn seal_bound(
     key.seal(&ad(kind, bound), plaintext)
 }
 
+/// [`seal_bound`] over `buf[NONCE_LEN..]`, in place (see [`MasterKey::seal_in_place`]).
+pub fn seal_bound_in_place(
+    key: &MasterKey,
+    kind: Kind,
+    bound: Option<&Id>,
+    buf: &mut Vec<u8>,
+) -> Result<(), CryptoError> {
+    key.seal_in_place(&ad(kind, bound), buf)
+}
+
+/// [`open_bound`] in place; returns the plaintext's range inside `sealed`.
+pub fn open_bound_in_place(
+    key: &MasterKey,
+    kind: Kind,
+    bound: Option<&Id>,
+    sealed: &mut [u8],
+) -> Result<std::ops::Range<usize>, CryptoError> {
+    key.open_in_place(&ad(kind, bound), sealed)
+}
+
 pub fn open_bound(
     key: &MasterKey,
     kind: Kind,

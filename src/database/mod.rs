@@ -228,11 +228,14 @@ pub(crate) fn drop_databases<'a>(
     use mysql::prelude::Queryable;
     let mut conn = target.connect()?;
     for db in dbs {
-        conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", db.replace('`', "``")))
-            .map_err(|source| Error::Mysql {
-                what: format!("dropping database {db}"),
-                source,
-            })?;
+        conn.query_drop(format!(
+            "DROP DATABASE IF EXISTS `{}`",
+            db.replace('`', "``")
+        ))
+        .map_err(|source| Error::Mysql {
+            what: format!("dropping database {db}"),
+            source,
+        })?;
     }
     Ok(())
 }

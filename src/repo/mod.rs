@@ -309,13 +309,13 @@ impl Repository {
         let sealed = self
             .backend
             .read_range(&path, loc.offset as u64, loc.length as u64)?;
-        blob::open_blob(
+        blob::open_blob_owned(
             &self.key,
             loc.btype,
             id,
             loc.compression,
             loc.raw_len as usize,
-            &sealed,
+            sealed,
         )
         .map_err(|e| Error::corrupt(&path, format!("blob {id} at offset {}: {e}", loc.offset)))
     }
