@@ -32,8 +32,9 @@ pub enum Repair {
 
 pub fn repair_index(ctx: &Ctx) -> Result<u8> {
     let mut repo = ctx.open()?;
+    let opened = repo.notes.len();
     let packs = repo.rebuild_index()?;
-    ctx.notes(&repo.notes);
+    ctx.notes(&repo.notes[opened..]);
     if ctx.json {
         println!("{}", serde_json::json!({"packs": packs}));
     } else if !ctx.quiet {
@@ -50,8 +51,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         (true, None) => ReadData::All,
         (false, None) => ReadData::None,
     };
+    let opened = repo.notes.len();
     let r = checker::check(&mut repo, read)?;
-    ctx.notes(&repo.notes);
+    ctx.notes(&repo.notes[opened..]);
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(exit_code(&r));

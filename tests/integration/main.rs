@@ -5,6 +5,7 @@ mod common;
 
 mod all_kinds;
 mod backup_kinds;
+mod corruption;
 mod crash;
 mod errors;
 mod formats;
