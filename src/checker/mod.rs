@@ -127,9 +127,11 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     read_list.sort();
     report.packs_read = read_list;
     if !to_read.is_empty() {
-        // Damaged packs stay unverified, so the next partial check reads them first again.
-        let ok: Vec<Id> = intact.into_iter().filter(|i| to_read.contains(i)).collect();
+        // Damaged packs are marked so the next partial check reads them first again.
+        let intact: HashSet<Id> = intact.into_iter().collect();
+        let (ok, bad): (Vec<Id>, Vec<Id>) = to_read.iter().partition(|i| intact.contains(i));
         verified.record(&ok);
+        verified.record_damaged(&bad);
         let present_ids: HashSet<Id> = present.keys().copied().collect();
         if let Err(e) = verified.save(&present_ids) {
             repo.notes

@@ -8,8 +8,9 @@
 //! <pack id, 64 hex> <stamp, decimal u64>      one line per pack, any order
 //! ```
 //! A stamp is Unix time in milliseconds, raised when needed so that every run's stamp is above
-//! every stamp already recorded (a clock stepping back cannot reorder runs). Lines that do not
-//! parse are ignored.
+//! every stamp already recorded (a clock stepping back cannot reorder runs); stamp 0 means "found
+//! damaged when last read". Order of reading: damaged, never verified, then oldest stamp first;
+//! ties by pack id. Lines that do not parse are ignored.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -96,7 +97,7 @@ impl Verified {
                 let n = ((all.len() as f64) * p / 100.0).ceil() as usize;
                 let mut order: Vec<(u64, Id)> = all
                     .iter()
-                    .map(|id| (self.stamps.get(id).copied().unwrap_or(0), *id))
+                    .map(|id| (self.stamps.get(id).map_or(1, |&s| s), *id))
                     .collect();
                 order.sort_unstable();
                 order.into_iter().take(n).map(|(_, id)| id).collect()
@@ -110,9 +111,21 @@ impl Verified {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let stamp = self.stamps.values().max().map_or(now, |m| now.max(m + 1));
+        let stamp = self
+            .stamps
+            .values()
+            .max()
+            .map_or(now, |m| now.max(m + 1))
+            .max(2);
         for id in ids {
             self.stamps.insert(*id, stamp);
+        }
+    }
+
+    /// Marks `ids` as found damaged: they are read first next time, until they pass.
+    pub fn record_damaged(&mut self, ids: &[Id]) {
+        for id in ids {
+            self.stamps.insert(*id, 0);
         }
     }
 

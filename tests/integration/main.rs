@@ -5,6 +5,7 @@ mod common;
 
 mod all_kinds;
 mod backup_kinds;
+mod check_subset;
 mod corruption;
 mod crash;
 mod errors;
