@@ -81,9 +81,7 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     report.data_blob_references = walk.data_refs;
     for (tree, file, what) in walk.bad_trees {
         damage.blobs.insert(tree, report.problems.len());
-        report
-            .problems
-            .push(Problem::new(file, format!("tree blob {tree}: {what}")));
+        report.problems.push(Problem::new(file, what));
     }
     attribute_missing(repo, walk.missing, &mut report, &mut damage)?;
 

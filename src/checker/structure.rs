@@ -82,7 +82,14 @@ fn visit(repo: &Repository, tree_id: &Id) -> Result<Visit> {
     let tree = match repo.load_tree(tree_id) {
         Ok(t) => t,
         Err(e) => {
-            v.error = Some(e.to_string());
+            // The pack is named by the problem already; keep only what is wrong.
+            v.error = Some(match e {
+                crate::error::Error::Corrupt { file, what } if file.starts_with("data/") => {
+                    format!("tree {what}")
+                }
+                crate::error::Error::Corrupt { what, .. } => format!("tree blob {tree_id}: {what}"),
+                e => format!("tree blob {tree_id}: {e}"),
+            });
             return Ok(v);
         }
     };
