@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use rayon::prelude::*;
+
 use crate::blob;
 use crate::id::Id;
 use crate::pack::{self, PackEntry};
@@ -114,20 +116,23 @@ fn read_pack(repo: &Repository, id: &Id, size: u64, bytes: &AtomicU64) -> Outcom
     if let Some(what) = agree_with_index(repo, id, &entries) {
         return Outcome::Pack(what);
     }
-    let mut bad: Vec<(Id, String)> = Vec::new();
-    for e in &entries {
-        let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
-        if let Err(err) = blob::open_blob(
-            repo.key(),
-            e.btype,
-            &e.id,
-            e.compression,
-            e.raw_len as usize,
-            sealed,
-        ) {
-            bad.push((e.id, format!("blob {} at offset {}: {err}", e.id, e.offset)));
-        }
-    }
+    // Blobs in parallel too, so the last packs of a run still use every core.
+    let bad: Vec<(Id, String)> = entries
+        .par_iter()
+        .filter_map(|e| {
+            let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
+            blob::open_blob(
+                repo.key(),
+                e.btype,
+                &e.id,
+                e.compression,
+                e.raw_len as usize,
+                sealed,
+            )
+            .err()
+            .map(|err| (e.id, format!("blob {} at offset {}: {err}", e.id, e.offset)))
+        })
+        .collect();
     match (renamed, bad.is_empty()) {
         (None, true) => Outcome::Ok,
         (Some(r), true) => Outcome::Pack(r),
