@@ -38,7 +38,9 @@ pub(super) fn check_pack(
             // Present but not indexed: its header could not be read when the index was synced.
             return match repo.read_pack_header(id, size) {
                 Ok(_) => Outcome::Ok,
-                Err(e) => Outcome::Pack(format!("header cannot be read: {e}")),
+                Err(e) => Outcome::Pack(format!(
+                    "header cannot be read, so which blobs it held is unknown: {e}"
+                )),
             };
         }
         (Some(i), Some(p)) if i != p => {

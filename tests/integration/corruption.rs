@@ -124,6 +124,14 @@ fn bit_flip_in_a_pack_header() {
     fx.assert_names(&r, &fx.victim_rel(), &[&victim], Some(&fx.s1));
     let what = problems(&r, &fx.victim_rel())[0]["what"].as_str().unwrap();
     assert!(what.contains("header"), "{what}");
+    // Without a cache the pack cannot be indexed at all: it is named, and so are the paths whose
+    // blobs are now in no readable pack.
+    fs::remove_dir_all(&fx.env.cache).unwrap();
+    let (code, r, err) = fx.env.check(&[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("skipped pack"), "{err}");
+    assert!(!problems(&r, &fx.victim_rel()).is_empty(), "{r:#}");
+    fx.assert_names(&r, "data/", &[&fx.at(&fx.s2, "victim/v.bin")], Some(&fx.s1));
 }
 
 #[test]
