@@ -450,3 +450,24 @@ fn undamaged_snapshot_restores_while_an_unrelated_pack_is_damaged() {
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("v.bin"), "{}", stderr(&o));
 }
+
+#[test]
+fn affected_paths_are_listed_up_to_a_bound_and_counted_beyond_it() {
+    let env = Env::new(&[]);
+    let src = env.path("src");
+    for i in 0..150 {
+        write(
+            &src.join(format!("f{i:03}")),
+            format!("file {i}").as_bytes(),
+        );
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let data = largest(env.pack_files());
+    modify(&data, |b| b.truncate(b.len() - 1));
+    let (code, r, err) = env.check(&[]);
+    assert_eq!(code, 1, "{err}");
+    let ps = problems(&r, &env.rel(&data));
+    assert_eq!(ps.len(), 1, "{r:#}");
+    assert_eq!(ps[0]["affected"].as_array().unwrap().len(), 100);
+    assert_eq!(ps[0]["affected_omitted"], 50);
+}
