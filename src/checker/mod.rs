@@ -85,6 +85,25 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     }
     attribute_missing(repo, walk.missing, &mut report, &mut damage)?;
 
+    let indexed = check_packs(repo, read, &mut report, &mut damage)?;
+    let mut unref: Vec<String> = indexed
+        .keys()
+        .filter(|p| !walk.used_packs.contains(p) && !damage.packs.contains_key(p))
+        .map(pack_path)
+        .collect();
+    unref.sort();
+    report.unreferenced_packs = unref;
+    affected::attribute(repo, &snapshots, &damage, &mut report.problems)?;
+    Ok(report)
+}
+
+/// The pack pass (see `packs`), then the verification record; returns the indexed packs.
+fn check_packs(
+    repo: &mut Repository,
+    read: ReadData,
+    report: &mut CheckReport,
+    damage: &mut affected::Damage,
+) -> Result<HashMap<Id, u64>> {
     let indexed = repo.index().packs()?;
     let present: HashMap<Id, u64> = repo
         .backend()
@@ -136,15 +155,7 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
                 .push(format!("could not save the verification record: {e}"));
         }
     }
-    let mut unref: Vec<String> = indexed
-        .keys()
-        .filter(|p| !walk.used_packs.contains(p) && !damage.packs.contains_key(p))
-        .map(pack_path)
-        .collect();
-    unref.sort();
-    report.unreferenced_packs = unref;
-    affected::attribute(repo, &snapshots, &damage, &mut report.problems)?;
-    Ok(report)
+    Ok(indexed)
 }
 
 /// Every key file must decode and be named by the hash of its bytes (they cannot all be opened:
