@@ -8,10 +8,12 @@
 //! ```text
 //! key "b" | blob id (32)  → pack id (32) | offset u32 LE | length u32 LE | raw_len u32 LE | type u8 | compression u8
 //! key "p" | pack id (32)  → pack size u64 LE | blob count u32 LE
+//! key "g" | pack id (32)  → blob id (32) × n: blobs of a pack that vanished while indexed and
+//!                           are in no other pack (a tombstone, so `check` can name the lost pack)
 //! key "v"                 → index layout version u32 LE
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rocksdb::{BlockBasedOptions, Cache, DB, IteratorMode, Options, WriteBatch};
@@ -136,6 +138,8 @@ impl Index {
         let mut pv = size.to_le_bytes().to_vec();
         pv.extend_from_slice(&(entries.len() as u32).to_le_bytes());
         b.put(key(b'p', pack), pv);
+        // A pack that is back is no longer lost.
+        b.delete(key(b'g', pack));
         self.db.write(b).map_err(|e| self.err(e))
     }
 
@@ -154,6 +158,56 @@ impl Index {
                 let mut s = [0u8; 8];
                 s.copy_from_slice(size);
                 out.insert(id, u64::from_le_bytes(s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// For each of `packs`, the blobs the index locates in it (one scan over every blob entry;
+    /// used only when packs have vanished).
+    pub fn blobs_in_packs(&self, packs: &HashSet<Id>) -> Result<HashMap<Id, Vec<Id>>> {
+        let mut out: HashMap<Id, Vec<Id>> = HashMap::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"b", rocksdb::Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if k.first() != Some(&b'b') {
+                break;
+            }
+            let (Some(blob), Some(pack)) = (
+                Id::from_slice(&k[1..]),
+                v.get(..32).and_then(Id::from_slice),
+            ) else {
+                continue;
+            };
+            if packs.contains(&pack) {
+                out.entry(pack).or_default().push(blob);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that `pack` vanished while these of its blobs were in no other pack.
+    pub fn set_tombstone(&self, pack: &Id, blobs: &[Id]) -> Result<()> {
+        let v: Vec<u8> = blobs.iter().flat_map(|b| b.0).collect();
+        self.db.put(key(b'g', pack), v).map_err(|e| self.err(e))
+    }
+
+    /// Every tombstone: a vanished pack and the blobs lost with it.
+    pub fn tombstones(&self) -> Result<HashMap<Id, Vec<Id>>> {
+        let mut out = HashMap::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"g", rocksdb::Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if k.first() != Some(&b'g') {
+                break;
+            }
+            if let Some(pack) = Id::from_slice(&k[1..]) {
+                let blobs = v.chunks_exact(32).filter_map(Id::from_slice).collect();
+                out.insert(pack, blobs);
             }
         }
         Ok(out)

@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod error;
 pub mod id;
 pub mod keyfile;
+pub mod lockfile;
 pub mod mysql;
 pub mod pack;
 pub mod snapshot;

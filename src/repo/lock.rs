@@ -10,77 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::backend::Backend;
 use crate::crypto::MasterKey;
-use crate::envelope::{self, Kind};
 use crate::error::{Error, Result};
 use crate::id::Id;
 
 pub const REFRESH: Duration = Duration::from_secs(300);
-pub const STALE_AFTER: Duration = Duration::from_secs(1800);
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockInfo {
-    pub host: String,
-    pub pid: u32,
-    pub user: String,
-    pub time: String,
-    pub exclusive: bool,
-}
-
-impl LockInfo {
-    pub fn age(&self) -> Duration {
-        chrono::DateTime::parse_from_rfc3339(&self.time)
-            .ok()
-            // A time in the future (a clock ahead of ours) counts as fresh, never as stale.
-            .map(|t| {
-                (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-                    .to_std()
-                    .unwrap_or(Duration::ZERO)
-            })
-            .unwrap_or(Duration::MAX)
-    }
-
-    /// Stale: not refreshed for `STALE_AFTER`, or its process no longer exists on this host.
-    pub fn is_stale(&self) -> bool {
-        if self.age() > STALE_AFTER {
-            return true;
-        }
-        if self.host == crate::hostname() {
-            // SAFETY: kill with signal 0 only checks whether the pid exists.
-            let r = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
-            if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
-                return true;
-            }
-        }
-        false
-    }
-
-    pub fn describe(&self) -> String {
-        format!(
-            "{} lock by pid {} on {} ({}), {}s old{}",
-            if self.exclusive {
-                "exclusive"
-            } else {
-                "shared"
-            },
-            self.pid,
-            self.host,
-            self.user,
-            self.age().as_secs(),
-            if self.is_stale() {
-                ", stale: remove it with `snap unlock` if no snap runs there"
-            } else {
-                ""
-            }
-        )
-    }
-}
+pub use crate::lockfile::{LockInfo, STALE_AFTER};
 
 pub fn write_lock(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result<String> {
-    let bytes = envelope::seal_file(key, Kind::Lock, &crate::cbor::to_vec(info))?;
+    let bytes = info.encode(key)?;
     let path = format!("locks/{}", Id::of_file_bytes(&bytes));
     backend.write(&path, &bytes)?;
     Ok(path)
@@ -96,8 +35,7 @@ pub fn list_locks(
         let info = backend
             .read(&path)
             .ok()
-            .and_then(|b| envelope::open_file(key, Kind::Lock, &b).ok())
-            .and_then(|p| crate::cbor::read::<LockInfo>(&p).ok());
+            .and_then(|b| LockInfo::decode(key, &b).ok());
         out.push((path, info));
     }
     Ok(out)

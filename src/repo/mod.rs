@@ -57,6 +57,8 @@ pub struct Repository {
     _temp_index: Option<tempfile::TempDir>,
     /// The key file that opened the repository (`keys/<id>`).
     key_path: String,
+    /// This repository's directory in the local cache (`<cache>/<repo id>`).
+    cache_dir: PathBuf,
     /// Things the user should know about opening (index rebuilt, damaged packs skipped).
     pub notes: Vec<String>,
 }
@@ -140,7 +142,8 @@ impl Repository {
             source: e,
         })?;
         let mut notes = Vec::new();
-        let index_dir = cache_dir.join(config.id.to_hex()).join("index");
+        let repo_cache = cache_dir.join(config.id.to_hex());
+        let index_dir = repo_cache.join("index");
         let (index, created, temp) = match Index::open(&index_dir) {
             Ok((i, c)) => (i, c, None),
             Err(e) => {
@@ -166,6 +169,7 @@ impl Repository {
             index,
             _temp_index: temp,
             key_path,
+            cache_dir: repo_cache,
             notes,
         };
         repo.sync_index()?;
@@ -183,6 +187,11 @@ impl Repository {
     /// The key file this session opened the repository with.
     pub fn key_path(&self) -> &str {
         &self.key_path
+    }
+
+    /// This repository's directory in the local cache (index, verification record).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
     }
 
     pub fn config(&self) -> &Config {
@@ -204,11 +213,20 @@ impl Repository {
             .collect();
         let mut known = self.index.packs()?;
         let present_set: std::collections::HashSet<Id> = present.iter().map(|(i, _)| *i).collect();
-        let gone = known.keys().filter(|k| !present_set.contains(k)).count();
-        if gone > 0 {
+        let gone: std::collections::HashSet<Id> = known
+            .keys()
+            .filter(|k| !present_set.contains(k))
+            .copied()
+            .collect();
+        // Blobs of vanished packs, kept as tombstones so `check` can name the pack they were in.
+        let mut lost = std::collections::HashMap::new();
+        if !gone.is_empty() {
             self.notes.push(format!(
-                "{gone} indexed pack(s) are gone from the repository; rebuilding the index"
+                "{} indexed pack(s) are gone from the repository; rebuilding the index",
+                gone.len()
             ));
+            lost = self.index.tombstones()?;
+            lost.extend(self.index.blobs_in_packs(&gone)?);
             self.index.clear()?;
             known.clear();
         }
@@ -216,9 +234,6 @@ impl Repository {
             .iter()
             .filter(|(id, _)| !known.contains_key(id))
             .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
         let results: Vec<(Id, u64, Result<Vec<PackEntry>>)> = missing
             .par_iter()
             .map(|(id, size)| (*id, *size, self.read_pack_header(id, *size)))
@@ -240,6 +255,21 @@ impl Repository {
             self.notes.push(format!(
                 "index caught up with {added} pack(s) written by another process"
             ));
+        }
+        // A tombstone keeps only blobs that no present pack holds.
+        for (pack, blobs) in lost {
+            let mut still = Vec::new();
+            for b in blobs {
+                if !self.index.contains(&b)? {
+                    still.push(b);
+                }
+            }
+            if !still.is_empty() {
+                self.index.set_tombstone(&pack, &still)?;
+            }
+        }
+        if missing.is_empty() && gone.is_empty() {
+            return Ok(());
         }
         self.index.flush()
     }
@@ -493,14 +523,23 @@ fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String
     let keys = backend.list("keys")?;
     let mut damaged = Vec::new();
     for (path, _) in &keys {
-        let kf = match backend.read(path).map(|b| KeyFile::decode(&b)) {
-            Ok(Ok(kf)) => kf,
-            Ok(Err(e)) => {
-                damaged.push(format!("{path}: {e}"));
-                continue;
-            }
+        let bytes = match backend.read(path) {
+            Ok(b) => b,
             Err(e) => {
                 damaged.push(e.to_string());
+                continue;
+            }
+        };
+        // Key files are named by the hash of their bytes: a mismatch is damage, told apart from a
+        // wrong password (which authenticated decryption alone cannot do).
+        let named = path.rsplit('/').next().and_then(Id::from_hex);
+        if named != Some(Id::of_file_bytes(&bytes)) {
+            damaged.push(format!("{path}: content does not match its name (damaged)"));
+        }
+        let kf = match KeyFile::decode(&bytes) {
+            Ok(kf) => kf,
+            Err(e) => {
+                damaged.push(format!("{path}: {e}"));
                 continue;
             }
         };
@@ -510,10 +549,17 @@ fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String
             Err(e) => damaged.push(format!("{path}: {e}")),
         }
     }
-    if keys.is_empty() || (damaged.len() == keys.len()) {
+    if keys.is_empty() {
+        return Err(Error::corrupt("keys/", "no key files"));
+    }
+    if !damaged.is_empty() {
         return Err(Error::corrupt(
             "keys/",
-            format!("no usable key file: {}", damaged.join("; ")),
+            format!(
+                "no key opens with this password; either the password is wrong or its key file is \
+                 damaged: {}",
+                damaged.join("; ")
+            ),
         ));
     }
     Err(Error::WrongPassword(backend.location()))

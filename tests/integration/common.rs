@@ -78,6 +78,82 @@ impl Env {
     pub fn pack_files(&self) -> Vec<PathBuf> {
         walk_files(&self.repo.join("data"))
     }
+
+    /// `snap --json check ARGS`: exit code, parsed report (Null when stdout is not JSON) and
+    /// stderr; asserts that nothing panicked.
+    pub fn check(&self, args: &[&str]) -> (i32, serde_json::Value, String) {
+        let mut a = vec!["--json", "check"];
+        a.extend_from_slice(args);
+        let o = self.run(&a);
+        assert_no_panic(&o);
+        let report = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+        (code(&o), report, stderr(&o))
+    }
+
+    /// The repository opened through the library, with a cache of its own (so it never shares
+    /// RocksDB with a `snap` process).
+    pub fn open_lib(&self) -> snap::repo::Repository {
+        snap::repo::Repository::open(&self.repo, PASSWORD.as_bytes(), &self.path("cache-lib"))
+            .unwrap()
+    }
+
+    /// A repository file's path relative to the repository (as `check` names it).
+    pub fn rel(&self, p: &Path) -> String {
+        p.strip_prefix(&self.repo)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The only file directly in `repo/<dir>` (e.g. the one key of a fresh repository).
+    pub fn only_file(&self, dir: &str) -> PathBuf {
+        let files = walk_files(&self.repo.join(dir));
+        assert_eq!(files.len(), 1, "{files:?}");
+        files.into_iter().next().unwrap()
+    }
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn assert_no_panic(o: &Output) {
+    let e = stderr(o);
+    assert!(!e.contains("panicked"), "snap panicked: {e}");
+    assert!(o.status.code().is_some(), "snap died of a signal: {e}");
+}
+
+/// Rewrites a repository file in place (they are written read-only).
+pub fn modify(path: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = std::fs::read(path).unwrap();
+    f(&mut bytes);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(path, &bytes).unwrap();
+}
+
+/// The problems in a check report whose file is `file`.
+pub fn problems<'a>(report: &'a serde_json::Value, file: &str) -> Vec<&'a serde_json::Value> {
+    report["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no problems list: {report}"))
+        .iter()
+        .filter(|p| p["file"] == file)
+        .collect()
+}
+
+/// Every `affected` entry of these problems.
+pub fn affected(problems: &[&serde_json::Value]) -> Vec<String> {
+    problems
+        .iter()
+        .flat_map(|p| p["affected"].as_array().unwrap().iter())
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Scratch space on the real disk (not tmpfs), so sparse files and xattrs behave as in production.

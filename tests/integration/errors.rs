@@ -7,14 +7,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn code(o: &std::process::Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn wrong_password_missing_repository_and_usage() {
     let env = Env::new(&[]);

@@ -5,6 +5,8 @@ mod common;
 
 mod all_kinds;
 mod backup_kinds;
+mod check_subset;
+mod corruption;
 mod crash;
 mod errors;
 mod formats;
