@@ -48,8 +48,26 @@ pub struct RestoreSummary {
     pub warnings: Vec<String>,
 }
 
-/// Files at least this large are written with O_DIRECT.
-const DIRECT_MIN: u64 = 1024 * 1024;
+/// Files that alone would fill this share of memory are written with O_DIRECT: their pages would
+/// evict the server's working set, and past that size the page cache only adds copies. Smaller
+/// files go through the cache, which measured faster here while memory is plentiful (2 GiB corpus:
+/// 1.8-1.9 s buffered, 2.1-2.3 s with O_DIRECT from 64 MiB, 2.6-2.8 s from 1 MiB, device-bound).
+const DIRECT_SHARE_OF_RAM: u64 = 32;
+
+fn direct_min() -> u64 {
+    static MIN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| {
+        // SAFETY: sysinfo fills the struct it is given; zeroed is a valid starting value.
+        let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+        let ram = if unsafe { libc::sysinfo(&mut si) } == 0 {
+            si.totalram as u64 * si.mem_unit as u64
+        } else {
+            0
+        };
+        (ram / DIRECT_SHARE_OF_RAM).max(64 * 1024 * 1024)
+    })
+}
+
 /// Per-worker staging buffer for O_DIRECT writes.
 const DIRECT_BUF: usize = 1024 * 1024;
 
@@ -302,8 +320,8 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
         .write(true)
         .open(path)
         .map_err(|e| Error::io("cannot open", path, e))?;
-    // Large files go around the page cache (see `crate::direct`); small ones are not worth it.
-    let direct = if file.node.size >= DIRECT_MIN {
+    // Files large against memory go around the page cache (see `crate::direct`).
+    let direct = if file.node.size >= direct_min() {
         direct::open_direct(path, false).ok()
     } else {
         None
