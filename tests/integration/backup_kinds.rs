@@ -33,7 +33,12 @@ fn incremental_differential_and_full_read_what_they_should() {
     assert_eq!(full["snapshot"]["kind"], "full");
     assert_eq!(n(&full, "files_new"), 20, "--full reads every file");
     assert_eq!(n(&full, "bytes_read"), n(&full, "bytes_total"));
-    assert_eq!(n(&full, "bytes_added"), 0, "everything deduplicates");
+    // No data blob is new (each file is ≥ 50 kB); only trees may be, when another test created a
+    // directory beside ours and so changed a directory time along the source path.
+    assert!(
+        n(&full, "bytes_added_raw") < 10_000,
+        "everything deduplicates: {full}"
+    );
 
     // Change one file: incremental reads only it.
     std::thread::sleep(std::time::Duration::from_millis(20));
