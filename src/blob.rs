@@ -233,13 +233,7 @@ pub fn open_blob(
     raw_len: usize,
     sealed: &[u8],
 ) -> Result<Vec<u8>, String> {
-    let body =
-        envelope::open_bound(key, btype.kind(), Some(id), sealed).map_err(|e| e.to_string())?;
-    let plain = decompress(body, compression, raw_len)?;
-    if key.blob_id(&plain) != *id {
-        return Err("content does not hash to the blob id".into());
-    }
-    Ok(plain)
+    open_blob_owned(key, btype, id, compression, raw_len, sealed.to_vec())
 }
 
 #[cfg(test)]

@@ -127,23 +127,16 @@ impl MasterKey {
         ad: &[u8],
         sealed: &mut [u8],
     ) -> Result<std::ops::Range<usize>, CryptoError> {
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(CryptoError::Short(sealed.len()));
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&sealed[..NONCE_LEN]);
-        let tag_at = sealed.len() - TAG_LEN;
-        let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&sealed[tag_at..]);
+        let (nonce, tag, body) = split(sealed)?;
         self.cipher
             .decrypt_inout_detached(
                 &Nonce::from(nonce),
                 ad,
-                (&mut sealed[NONCE_LEN..tag_at]).into(),
+                (&mut sealed[body.clone()]).into(),
                 &Tag::from(tag),
             )
             .map_err(|_| CryptoError::Auth)?;
-        Ok(NONCE_LEN..tag_at)
+        Ok(body)
     }
 }
 
@@ -169,16 +162,24 @@ pub fn seal_with(
     Ok(out)
 }
 
-pub fn open_with(cipher: &Aes256GcmSiv, ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+/// Nonce, tag and ciphertext range of a sealed object (`nonce ‖ ciphertext ‖ tag`).
+type Parts = ([u8; NONCE_LEN], [u8; TAG_LEN], std::ops::Range<usize>);
+
+fn split(sealed: &[u8]) -> Result<Parts, CryptoError> {
     if sealed.len() < SEAL_OVERHEAD {
         return Err(CryptoError::Short(sealed.len()));
     }
+    let tag_at = sealed.len() - TAG_LEN;
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&sealed[..NONCE_LEN]);
-    let tag_at = sealed.len() - TAG_LEN;
     let mut tag = [0u8; TAG_LEN];
     tag.copy_from_slice(&sealed[tag_at..]);
-    let mut out = sealed[NONCE_LEN..tag_at].to_vec();
+    Ok((nonce, tag, NONCE_LEN..tag_at))
+}
+
+pub fn open_with(cipher: &Aes256GcmSiv, ad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let (nonce, tag, body) = split(sealed)?;
+    let mut out = sealed[body].to_vec();
     cipher
         .decrypt_inout_detached(
             &Nonce::from(nonce),

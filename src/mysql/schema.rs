@@ -357,6 +357,25 @@ fn table(
     })
 }
 
+/// `SHOW CREATE {what} {full}` for routines and triggers, whose rows are (name, sql_mode,
+/// create statement, character_set_client, collation_connection): the statement preceded by
+/// the session settings it was created under.
+fn show_create(conn: &mut Conn, label: &str, what: &str, full: &str) -> Result<Vec<String>> {
+    let rows = q(conn, label, &format!("SHOW CREATE {what} {full}"))?;
+    let r = rows
+        .first()
+        .ok_or_else(|| Error::dump_stream(full, format!("SHOW CREATE {what} returned nothing")))?;
+    let create = req(r, 2, full)?;
+    let set = session(
+        Some(&req(r, 1, full)?),
+        None,
+        &req(r, 3, full)?,
+        &req(r, 4, full)?,
+        &create,
+    );
+    Ok(vec![set, create])
+}
+
 /// `SET` statement restoring the session a routine/trigger/view/event was created in. The
 /// client character set is kept only when the body is ASCII: we read bodies over utf8mb4, so
 /// replaying non-ASCII text under another client charset would change it.
@@ -473,22 +492,10 @@ pub fn objects(conn: &mut Conn, db: &str) -> Result<Vec<ObjectDef>> {
         let name = req(&r, 1, "ROUTINES")?;
         let full = format!("{}.{}", quote_ident(db), quote_ident(&name));
         // Procedure/Function, sql_mode, Create, character_set_client, collation_connection, …
-        let rows = q(conn, "routine", &format!("SHOW CREATE {kind} {full}"))?;
-        let r = rows
-            .first()
-            .ok_or_else(|| Error::dump_stream(&full, "SHOW CREATE returned nothing"))?;
-        let create = req(r, 2, &full)?;
-        let set = session(
-            Some(&req(r, 1, &full)?),
-            None,
-            &req(r, 3, &full)?,
-            &req(r, 4, &full)?,
-            &create,
-        );
         out.push(ObjectDef {
             kind,
             name,
-            statements: vec![set, create],
+            statements: show_create(conn, "routine", kind, &full)?,
         });
     }
     out.extend(views(conn, db)?);
@@ -503,22 +510,10 @@ pub fn objects(conn: &mut Conn, db: &str) -> Result<Vec<ObjectDef>> {
     for name in triggers {
         let full = format!("{}.{}", quote_ident(db), quote_ident(&name));
         // Trigger, sql_mode, SQL Original Statement, character_set_client, collation_connection
-        let rows = q(conn, "trigger", &format!("SHOW CREATE TRIGGER {full}"))?;
-        let r = rows
-            .first()
-            .ok_or_else(|| Error::dump_stream(&full, "SHOW CREATE TRIGGER returned nothing"))?;
-        let create = req(r, 2, &full)?;
-        let set = session(
-            Some(&req(r, 1, &full)?),
-            None,
-            &req(r, 3, &full)?,
-            &req(r, 4, &full)?,
-            &create,
-        );
         out.push(ObjectDef {
             kind: "TRIGGER",
             name,
-            statements: vec![set, create],
+            statements: show_create(conn, "trigger", "TRIGGER", &full)?,
         });
     }
     let events = names(
