@@ -157,6 +157,14 @@ pub fn affected(problems: &[&serde_json::Value]) -> Vec<String> {
 }
 
 /// Scratch space on the real disk (not tmpfs), so sparse files and xattrs behave as in production.
+/// The largest of some files: a data pack rather than a (small) tree pack.
+pub fn largest_file(files: impl IntoIterator<Item = PathBuf>) -> PathBuf {
+    files
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+}
+
 pub fn scratch_root() -> PathBuf {
     // World-traversable, so a test can run snap as another user; on disk, not tmpfs.
     let p = std::env::var_os("SNAP_TEST_TMP")

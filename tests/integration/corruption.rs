@@ -23,13 +23,6 @@ struct Fx {
     victim: PathBuf,
 }
 
-fn largest(files: impl IntoIterator<Item = PathBuf>) -> PathBuf {
-    files
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap()
-}
-
 impl Fx {
     fn new() -> Fx {
         let env = Env::new(&[]);
@@ -51,8 +44,8 @@ impl Fx {
             s1: short(&b1),
             s2: short(&b2),
             id2: b2["id"].as_str().unwrap().to_string(),
-            first: largest(before),
-            victim: largest(new),
+            first: largest_file(before),
+            victim: largest_file(new),
             env,
             src,
         }
@@ -462,7 +455,7 @@ fn affected_paths_are_listed_up_to_a_bound_and_counted_beyond_it() {
         );
     }
     env.backup(&[src.to_str().unwrap()]);
-    let data = largest(env.pack_files());
+    let data = largest_file(env.pack_files());
     modify(&data, |b| b.truncate(b.len() - 1));
     let (code, r, err) = env.check(&[]);
     assert_eq!(code, 1, "{err}");
