@@ -116,11 +116,7 @@ fn flipped_byte_in_a_pack_stops_restore_naming_pack_and_file() {
     write(&src.join("victim.bin"), &random_bytes(9, 2_000_000));
     env.backup(&[src.to_str().unwrap()]);
     // The data pack is the large one; flip one byte in the middle of its blobs.
-    let pack = env
-        .pack_files()
-        .into_iter()
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    let pack = largest_file(env.pack_files());
     let mut bytes = fs::read(&pack).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
