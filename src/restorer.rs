@@ -329,13 +329,19 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
     let buf_len = if direct.is_some() { DIRECT_BUF } else { 0 };
     let mut w = direct::SequentialWriter::new(direct, f, buf_len)
         .map_err(|e| Error::io("cannot write", path, e))?;
+    // Each blob is looked up once: for the prefetch and for the read.
+    let locs = extents
+        .iter()
+        .map(|e| e.0.map(|id| repo.locate(&id)).transpose())
+        .collect::<Result<Vec<_>>>()
+        .map_err(ctx)?;
     if extents.len() > 1 {
-        repo.prefetch(extents.iter().filter_map(|e| e.0.as_ref()));
+        repo.prefetch(locs.iter().flatten());
     }
     let mut off = job.offset;
-    for ext in extents {
-        if let Some(id) = ext.0 {
-            let data = repo.load_blob(&id).map_err(ctx)?;
+    for (ext, loc) in extents.iter().zip(&locs) {
+        if let (Some(id), Some(loc)) = (ext.0, loc) {
+            let data = repo.load_blob_at(&id, loc).map_err(ctx)?;
             if data.len() as u64 != ext.1 {
                 return Err(ctx(Error::corrupt(
                     format!("blob {id}"),

@@ -59,6 +59,38 @@ pub struct Node {
     pub xattrs: Vec<Xattr>,
 }
 
+impl Node {
+    /// A node for something that is not a file-system entry (a snapshot's root, a database dump
+    /// stream): no inode, no device, one link, no content yet.
+    pub fn synthetic(
+        name: &[u8],
+        kind: NodeKind,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        time_ns: i64,
+    ) -> Node {
+        Node {
+            name: name.to_vec(),
+            kind,
+            mode,
+            uid,
+            gid,
+            size: 0,
+            mtime: time_ns,
+            ctime: time_ns,
+            inode: 0,
+            dev: 0,
+            nlink: 1,
+            rdev: 0,
+            target: None,
+            content: Vec::new(),
+            subtree: None,
+            xattrs: Vec::new(),
+        }
+    }
+}
+
 fn is_zero(x: &u64) -> bool {
     *x == 0
 }

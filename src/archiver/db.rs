@@ -128,27 +128,11 @@ impl StreamWriter for ArchiveWriter<'_, '_, '_> {
     }
 }
 
-/// A node for something the dump made (no inode, owned by the user running snap).
+/// A node for something the dump made, owned by the user running snap.
 fn synthetic(name: &[u8], kind: NodeKind, mode: u32, now_ns: i64) -> Node {
-    Node {
-        name: name.to_vec(),
-        kind,
-        mode,
-        // SAFETY: getuid/getgid cannot fail.
-        uid: unsafe { libc::getuid() },
-        gid: unsafe { libc::getgid() },
-        size: 0,
-        mtime: now_ns,
-        ctime: now_ns,
-        inode: 0,
-        dev: 0,
-        nlink: 1,
-        rdev: 0,
-        target: None,
-        content: Vec::new(),
-        subtree: None,
-        xattrs: Vec::new(),
-    }
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    Node::synthetic(name, kind, mode, uid, gid, now_ns)
 }
 
 /// Takes the server-wide backup lock on its own connection, which must stay open for the dump.

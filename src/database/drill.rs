@@ -83,16 +83,7 @@ pub fn run(
             Some(scratch) => match database(repo, snap_id, &snap, scratch, opts.threads) {
                 Ok(d) => {
                     for t in d.tables.iter().filter(|t| !t.ok()) {
-                        report.failures.push(format!(
-                            "table {}.{}: {} rows (recorded {}), checksum {}, {} of {} sampled rows differ",
-                            t.database,
-                            t.table,
-                            t.actual_rows,
-                            t.expected_rows,
-                            if t.actual_checksum == t.expected_checksum { "matches" } else { "DIFFERS" },
-                            t.samples_failed.len(),
-                            t.samples_checked
-                        ));
+                        report.failures.push(format!("table {}", t.describe()));
                     }
                     report.database = Some(d);
                 }

@@ -87,6 +87,24 @@ pub struct TableCheck {
 }
 
 impl TableCheck {
+    /// One line saying how the table compares with what the backup recorded.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}.{}: rows {} (expected {}), checksum {}, {} of {} sampled row(s) differ",
+            self.database,
+            self.table,
+            self.actual_rows,
+            self.expected_rows,
+            if self.expected_checksum == self.actual_checksum {
+                "matches"
+            } else {
+                "DIFFERS"
+            },
+            self.samples_failed.len(),
+            self.samples_checked
+        )
+    }
+
     pub fn ok(&self) -> bool {
         self.expected_rows == self.actual_rows
             && self.expected_checksum == self.actual_checksum
@@ -115,25 +133,7 @@ impl RestoreReport {
 
     /// The report when every table matched, else [`Error::MysqlVerify`] naming the mismatches.
     pub fn into_result(self) -> Result<RestoreReport> {
-        let bad: Vec<String> = self
-            .mismatches()
-            .iter()
-            .map(|t| {
-                format!(
-                    "{}.{}: rows {} (expected {}), checksum {}, {} sampled row(s) differ",
-                    t.database,
-                    t.table,
-                    t.actual_rows,
-                    t.expected_rows,
-                    if t.expected_checksum == t.actual_checksum {
-                        "matches"
-                    } else {
-                        "differs"
-                    },
-                    t.samples_failed.len()
-                )
-            })
-            .collect();
+        let bad: Vec<String> = self.mismatches().iter().map(|t| t.describe()).collect();
         if bad.is_empty() {
             Ok(self)
         } else {

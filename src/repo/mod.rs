@@ -308,10 +308,9 @@ impl Repository {
     }
 
     /// Asks the backend to start reading these blobs, adjacent ones in one request each.
-    pub fn prefetch<'a>(&self, ids: impl IntoIterator<Item = &'a Id>) {
+    pub fn prefetch<'a>(&self, locs: impl IntoIterator<Item = &'a BlobLocation>) {
         let mut run: Option<(Id, u64, u64)> = None;
-        for id in ids {
-            let Ok(loc) = self.locate(id) else { continue };
+        for loc in locs {
             let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
             match &mut run {
                 Some((pack, _, e))
@@ -334,7 +333,11 @@ impl Repository {
 
     /// Loads, opens, decompresses and id-checks one blob.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?;
+        self.load_blob_at(id, &self.locate(id)?)
+    }
+
+    /// [`Repository::load_blob`] where the caller already looked the blob up.
+    pub fn load_blob_at(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
         let path = pack_path(&loc.pack);
         let sealed = self
             .backend
@@ -486,24 +489,9 @@ impl Repository {
     /// A directory node standing for a whole snapshot tree, so "the root" and "a subdirectory" are
     /// handled alike.
     pub fn root_node(tree: Id) -> Node {
-        Node {
-            name: b"/".to_vec(),
-            kind: crate::tree::NodeKind::Dir,
-            mode: 0o40755,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            mtime: 0,
-            ctime: 0,
-            inode: 0,
-            dev: 0,
-            nlink: 1,
-            rdev: 0,
-            target: None,
-            content: Vec::new(),
-            subtree: Some(tree),
-            xattrs: Vec::new(),
-        }
+        let mut root = Node::synthetic(b"/", crate::tree::NodeKind::Dir, 0o40755, 0, 0, 0);
+        root.subtree = Some(tree);
+        root
     }
 
     /// Resolves `path` inside snapshot tree `root`; the root itself for an empty path or `/`.
