@@ -13,8 +13,7 @@ pub use db::{MYSQL_DIR, MysqlSource};
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
@@ -30,6 +29,7 @@ use crate::id::Id;
 use crate::repo::Repository;
 use crate::snapshot::{BackupKind, Snapshot, SourceError, Summary};
 use crate::source::files;
+use crate::source::readahead::ReadAhead;
 use crate::tree::{Extent, Node, NodeKind, Tree};
 use saver::{PendingId, Saver, SaverState};
 
@@ -110,7 +110,7 @@ enum Top {
 struct Walker<'a, 's> {
     repo: &'a Repository,
     saver: &'a Saver<'s>,
-    prefetch: crossbeam_channel::Sender<(PathBuf, u64)>,
+    reader: ReadAhead,
     chunker: crate::chunker::Chunker,
     excludes: GlobSet,
     progress: &'a BackupProgress,
@@ -234,53 +234,77 @@ impl Walker<'_, '_> {
             Err(e) => self.error(path, e),
         }
         entries.sort();
-        // Stat everything first, so the files about to be read can be prefetched in order.
-        let entries: Vec<_> = entries
+        let entries = entries
             .into_iter()
             .filter(|(_, child)| !self.excludes.is_match(child))
             .map(|(name, child)| {
                 let md = std::fs::symlink_metadata(&child);
                 (name, child, md)
-            })
-            .collect();
-        for (name, child, md) in &entries {
+            });
+        // Files first, subdirectories after: the read-ahead must be asked for files in the order
+        // they are read, and a subdirectory asks for its own when it is entered. The tree is put
+        // back in name order at the end.
+        let (dirs, others): (Vec<_>, Vec<_>) =
+            entries.partition(|(_, _, md)| md.as_ref().is_ok_and(|m| m.is_dir()));
+        let mut asked_links = std::collections::HashSet::new();
+        for (name, child, md) in &others {
             if let Ok(md) = md
                 && md.is_file()
                 && md.size() > 0
                 && !parent
                     .and_then(|t| t.find(name))
                     .is_some_and(|o| unchanged(o, md))
+                && (md.nlink() == 1
+                    || !self.hardlinks.contains_key(&(md.dev(), md.ino()))
+                        && asked_links.insert((md.dev(), md.ino())))
             {
-                let _ = self.prefetch.send((child.clone(), md.size()));
+                self.reader.request(child.clone(), md);
             }
         }
-        let mut nodes = Vec::with_capacity(entries.len());
-        for (name, child, md) in entries {
-            let md = match md {
-                Ok(md) => md,
-                Err(e) => {
-                    self.error(&child, e);
-                    continue;
-                }
-            };
-            let mut node = match files::node_from(std::ffi::OsStr::from_bytes(&name), &child, &md) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.error(&child, e);
-                    continue;
-                }
-            };
+        let mut nodes = Vec::with_capacity(others.len() + dirs.len());
+        for (name, child, md) in others.into_iter().chain(dirs) {
             let old = parent.and_then(|t| t.find(&name));
-            if node.kind == NodeKind::Dir {
-                let sub = self.parent_subtree(old);
-                node.subtree = Some(self.dir(&child, sub.as_ref())?);
-                self.summary.dirs += 1;
-                nodes.push((node, Vec::new()));
-            } else if let Some(p) = self.entry_content(&child, &md, &mut node, old)? {
-                nodes.push((node, p));
+            let entry = self.entry(&name, &child, md, old);
+            self.reader.skip(&child);
+            if let Some(e) = entry? {
+                nodes.push(e);
             }
         }
+        nodes.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         Ok(nodes)
+    }
+
+    /// One directory entry, `None` when it must be skipped (the error is recorded).
+    fn entry(
+        &mut self,
+        name: &[u8],
+        child: &Path,
+        md: std::io::Result<std::fs::Metadata>,
+        old: Option<&Node>,
+    ) -> Result<Option<(Node, Pendings)>> {
+        let md = match md {
+            Ok(md) => md,
+            Err(e) => {
+                self.error(child, e);
+                return Ok(None);
+            }
+        };
+        let mut node = match files::node_from(std::ffi::OsStr::from_bytes(name), child, &md) {
+            Ok(n) => n,
+            Err(e) => {
+                self.error(child, e);
+                return Ok(None);
+            }
+        };
+        if node.kind == NodeKind::Dir {
+            let sub = self.parent_subtree(old);
+            node.subtree = Some(self.dir(child, sub.as_ref())?);
+            self.summary.dirs += 1;
+            return Ok(Some((node, Vec::new())));
+        }
+        Ok(self
+            .entry_content(child, &md, &mut node, old)?
+            .map(|p| (node, p)))
     }
 
     /// Fills in a non-directory node's content, returning the chunk ids still being hashed;
@@ -357,12 +381,12 @@ impl Walker<'_, '_> {
             .current
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = path.display().to_string();
-        let mut f = File::open(path)?;
-        files::advise_sequential(&f);
-        let regions = files::data_regions(&f, md)?;
+        let mut src = self.reader.open(path, md)?;
+        let (chunker, saver) = (&mut self.chunker, self.saver);
+        let (summary, progress) = (&mut self.summary, self.progress);
+        let regions = src.regions().to_vec();
         let regions_end = regions.last().map(|(s, l)| s + l).unwrap_or(0);
         let mut pos = 0u64;
-        let mut dropped = 0u64;
         let mut content = Vec::new();
         let mut pendings = Vec::new();
         for (start, len) in regions {
@@ -370,26 +394,20 @@ impl Walker<'_, '_> {
                 content.push(Extent(None, start - pos));
                 pos = start;
             }
-            f.seek(SeekFrom::Start(start))?;
-            let mut region = (&mut f).take(len);
-            self.chunker.reset();
-            while let Some(chunk) = self.chunker.next_chunk(&mut region)? {
-                self.check_interrupt().map_err(ReadError::Fatal)?;
+            let mut region = (&mut src).take(len);
+            chunker.reset();
+            while let Some(chunk) = chunker.next_chunk(&mut region)? {
+                if self.interrupt.load(Ordering::Relaxed) {
+                    return Err(ReadError::Fatal(Error::Interrupted));
+                }
                 let n = chunk.len() as u64;
-                self.summary.bytes_read += n;
-                self.progress.bytes_read.fetch_add(n, Ordering::Relaxed);
-                let id = self.saver.save_chunk(chunk).map_err(ReadError::Fatal)?;
+                summary.bytes_read += n;
+                progress.bytes_read.fetch_add(n, Ordering::Relaxed);
+                let id = saver.save_chunk(chunk).map_err(ReadError::Fatal)?;
                 pendings.push((content.len(), id));
                 content.push(Extent(Some(Id::default()), n));
                 pos += n;
-                if pos - dropped >= DROP_BEHIND {
-                    files::drop_cache(region.get_ref(), dropped, pos - dropped);
-                    dropped = pos;
-                }
             }
-        }
-        if pos > dropped {
-            files::drop_cache(&f, dropped, pos - dropped);
         }
         // A hole at the end (the regions stop before the size); a file that shrank while being
         // read is recorded at the length actually read.
@@ -402,10 +420,6 @@ impl Walker<'_, '_> {
         Ok(pendings)
     }
 }
-
-/// The reader drops what it has read from the page cache in steps of this size (see
-/// [`files::drop_cache`]).
-const DROP_BEHIND: u64 = 8 * 1024 * 1024;
 
 /// Chunk ids of a node still being hashed by the saver's workers: (index into `content`, id).
 type Pendings = Vec<(usize, PendingId)>;
@@ -481,17 +495,13 @@ pub fn backup(
     let excludes = globset(&opts.excludes)?;
     let state = SaverState::default();
     let repo_ref: &Repository = repo;
-    let walk_done = AtomicBool::new(false);
     let db_params = repo.config().db_chunker();
     let (tree, summary, errors, mysql) = std::thread::scope(|scope| -> Result<_> {
         let saver = Saver::start(scope, repo_ref, &state);
-        let (prefetch, prefetch_rx) = crossbeam_channel::unbounded();
-        let done = &walk_done;
-        scope.spawn(move || files::prefetch(prefetch_rx, &progress.bytes_read, done));
         let mut w = Walker {
             repo: repo_ref,
             saver: &saver,
-            prefetch,
+            reader: ReadAhead::start(scope),
             chunker: crate::chunker::Chunker::new(repo_ref.config().chunker),
             excludes,
             progress,
@@ -524,8 +534,7 @@ pub fn backup(
             Ok((w.save_tree(nodes)?, mysql))
         });
         let (summary, errors) = (w.summary, w.errors);
-        walk_done.store(true, Ordering::Relaxed);
-        drop(w.prefetch);
+        drop(w.reader);
         // Whatever happened, wait for the queued packs: they are durable and reusable next time.
         let finished = saver.finish();
         let (tree, mysql) = tree?;

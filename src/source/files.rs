@@ -82,12 +82,11 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
 
 /// The byte ranges of `file` that hold data, as (offset, len). A file whose allocated blocks
 /// cover its size is one range, without asking the kernel for holes.
-pub fn data_regions(file: &File, md: &Metadata) -> io::Result<Vec<(u64, u64)>> {
-    let size = md.size();
+pub fn data_regions(file: &File, size: u64, blocks: u64) -> io::Result<Vec<(u64, u64)>> {
     if size == 0 {
         return Ok(Vec::new());
     }
-    if md.blocks() * 512 >= size {
+    if blocks * 512 >= size {
         return Ok(vec![(0, size)]);
     }
     let fd = file.as_raw_fd();
@@ -140,46 +139,5 @@ pub fn drop_cache(file: &File, off: u64, len: u64) {
             len as libc::off_t,
             libc::POSIX_FADV_DONTNEED,
         );
-    }
-}
-
-/// How far ahead of the reader the prefetcher may ask the kernel to read.
-const PREFETCH_AHEAD: u64 = 96 * 1024 * 1024;
-const PREFETCH_WINDOW: u64 = 16 * 1024 * 1024;
-
-/// Asks the kernel to read upcoming files (in the order the walker will read them) while the
-/// walker is busy with the current one, keeping at most `PREFETCH_AHEAD` bytes ahead of
-/// `consumed`. On a cold cache this overlaps disk reads with chunking instead of waiting for
-/// each file in turn. Stops when the channel closes or `done` is set.
-pub fn prefetch(
-    rx: crossbeam_channel::Receiver<(std::path::PathBuf, u64)>,
-    consumed: &std::sync::atomic::AtomicU64,
-    done: &std::sync::atomic::AtomicBool,
-) {
-    use std::sync::atomic::Ordering;
-    let mut issued = 0u64;
-    for (path, size) in rx {
-        let Ok(f) = File::open(&path) else { continue };
-        let mut off = 0u64;
-        while off < size {
-            while issued > consumed.load(Ordering::Relaxed) + PREFETCH_AHEAD {
-                if done.load(Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-            let len = PREFETCH_WINDOW.min(size - off);
-            // SAFETY: advisory call on a valid fd; failure is harmless.
-            unsafe {
-                libc::posix_fadvise(
-                    f.as_raw_fd(),
-                    off as libc::off_t,
-                    len as libc::off_t,
-                    libc::POSIX_FADV_WILLNEED,
-                );
-            }
-            off += len;
-            issued += len;
-        }
     }
 }

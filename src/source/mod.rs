@@ -2,3 +2,4 @@
 //! binlog sources arrive in later steps and feed the same chunker and blob store.
 
 pub mod files;
+pub mod readahead;
