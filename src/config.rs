@@ -14,9 +14,11 @@ use crate::crypto::{CryptoError, MasterKey};
 use crate::envelope::{self, EnvelopeError, Kind};
 use crate::id::Id;
 
-/// Default target for pack files: large enough that a 2 GiB repository is ~130 files, small enough
-/// that a restore or check reads no more than it needs.
-pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+/// Default target for pack files: large enough that a 2 GiB repository is ~260 files, small enough
+/// that a restore or check reads no more than it needs. A backup holds about four packs in memory
+/// (one filling, two being written, one on its way back); 16 MiB packs cost 20–30 MiB more peak
+/// memory than 8 MiB ones on the benchmark, for no measurable speed.
+pub const DEFAULT_PACK_SIZE: u32 = 8 * 1024 * 1024;
 pub const DEFAULT_COMPRESSION: i32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,8 +18,9 @@ use std::sync::atomic::Ordering;
 
 use mysql::prelude::Queryable;
 
+use super::BackupProgress;
 use super::saver::{PendingId, Saver};
-use super::{BackupProgress, resolve};
+use super::walker::resolve_chunks;
 use crate::blob::BlobType;
 use crate::chunker::{ChunkerParams, StreamChunker};
 use crate::error::{Error, Result};
@@ -119,7 +120,7 @@ impl StreamWriter for ArchiveWriter<'_, '_, '_> {
         let mut node = synthetic(name.as_bytes(), NodeKind::File, 0o100600, sink.now_ns);
         node.size = self.size;
         node.content = std::mem::take(&mut self.content);
-        resolve(&mut node, std::mem::take(&mut self.pendings))?;
+        resolve_chunks(&mut node, std::mem::take(&mut self.pendings))?;
         sink.done
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -8,14 +8,13 @@
 
 mod db;
 mod saver;
+mod walker;
 
 pub use db::{MYSQL_DIR, MysqlSource};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,15 +22,11 @@ use std::time::Instant;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::blob::BlobType;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::snapshot::{BackupKind, Snapshot, SourceError, Summary};
-use crate::source::files;
-use crate::source::readahead::ReadAhead;
-use crate::tree::{Extent, Node, NodeKind, Tree};
-use saver::{PendingId, Saver, SaverState};
+use crate::snapshot::{BackupKind, Snapshot, Summary};
+use saver::{Saver, SaverState};
 
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
@@ -107,342 +102,6 @@ enum Top {
     Virtual(PathBuf, BTreeMap<Vec<u8>, Top>),
 }
 
-struct Walker<'a, 's> {
-    repo: &'a Repository,
-    saver: &'a Saver<'s>,
-    reader: ReadAhead,
-    chunker: crate::chunker::Chunker,
-    excludes: GlobSet,
-    progress: &'a BackupProgress,
-    interrupt: &'a AtomicBool,
-    summary: Summary,
-    errors: Vec<SourceError>,
-    hardlinks: HashMap<(u64, u64), Vec<Extent>>,
-}
-
-fn unchanged(old: &Node, md: &std::fs::Metadata) -> bool {
-    old.kind == NodeKind::File
-        && old.size == md.size()
-        && old.mtime == md.mtime() * 1_000_000_000 + md.mtime_nsec()
-        && old.ctime == md.ctime() * 1_000_000_000 + md.ctime_nsec()
-        && old.inode == md.ino()
-}
-
-impl Walker<'_, '_> {
-    fn error(&mut self, path: &Path, e: impl std::fmt::Display) {
-        self.progress.errors.fetch_add(1, Ordering::Relaxed);
-        self.errors.push(SourceError {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        });
-    }
-
-    fn check_interrupt(&self) -> Result<()> {
-        if self.interrupt.load(Ordering::Relaxed) {
-            Err(Error::Interrupted)
-        } else {
-            Ok(())
-        }
-    }
-
-    fn parent_subtree(&self, parent: Option<&Node>) -> Option<Tree> {
-        let sub = parent.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
-        self.repo.load_tree(&sub).ok()
-    }
-
-    fn save_tree(&mut self, nodes: Vec<(Node, Pendings)>) -> Result<Id> {
-        let mut tree = Tree {
-            nodes: Vec::with_capacity(nodes.len()),
-        };
-        for (mut node, pendings) in nodes {
-            resolve(&mut node, pendings)?;
-            tree.nodes.push(node);
-        }
-        Ok(self.saver.save(BlobType::Tree, tree.encode())?.0)
-    }
-
-    fn top(&mut self, top: &Top, parent: Option<&Tree>) -> Result<Id> {
-        let nodes = self.top_nodes(top, parent)?;
-        self.save_tree(nodes)
-    }
-
-    /// The entries of the tree for `top`, not yet saved (the root may get more).
-    fn top_nodes(&mut self, top: &Top, parent: Option<&Tree>) -> Result<Vec<(Node, Pendings)>> {
-        match top {
-            Top::Real(path) => self.dir_nodes(path, parent),
-            Top::Virtual(_, children) => {
-                let mut nodes = Vec::new();
-                for (name, child) in children {
-                    let path = match child {
-                        Top::Real(p) | Top::Virtual(p, _) => p,
-                    };
-                    let md = match std::fs::symlink_metadata(path) {
-                        Ok(md) => md,
-                        Err(e) => {
-                            self.error(path, e);
-                            continue;
-                        }
-                    };
-                    let old = parent.and_then(|t| t.find(name));
-                    let mut node =
-                        match files::node_from(std::ffi::OsStr::from_bytes(name), path, &md) {
-                            Ok(n) => n,
-                            Err(e) => {
-                                self.error(path, e);
-                                continue;
-                            }
-                        };
-                    match (child, node.kind) {
-                        (Top::Virtual(..), _) | (Top::Real(_), NodeKind::Dir) => {
-                            let sub = self.parent_subtree(old);
-                            node.subtree = Some(self.top(child, sub.as_ref())?);
-                            self.summary.dirs += 1;
-                        }
-                        _ => match self.entry_content(path, &md, &mut node, old)? {
-                            Some(p) => {
-                                nodes.push((node, p));
-                                continue;
-                            }
-                            None => continue,
-                        },
-                    }
-                    nodes.push((node, Vec::new()));
-                }
-                Ok(nodes)
-            }
-        }
-    }
-
-    /// Backs up directory `path`, returning its tree id.
-    fn dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Id> {
-        let nodes = self.dir_nodes(path, parent)?;
-        self.save_tree(nodes)
-    }
-
-    fn dir_nodes(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Vec<(Node, Pendings)>> {
-        self.check_interrupt()?;
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
-        match std::fs::read_dir(path) {
-            Ok(rd) => {
-                for e in rd {
-                    match e {
-                        Ok(e) => entries.push((e.file_name().as_bytes().to_vec(), e.path())),
-                        Err(e) => self.error(path, e),
-                    }
-                }
-            }
-            Err(e) => self.error(path, e),
-        }
-        entries.sort();
-        let entries = entries
-            .into_iter()
-            .filter(|(_, child)| !self.excludes.is_match(child))
-            .map(|(name, child)| {
-                let md = std::fs::symlink_metadata(&child);
-                (name, child, md)
-            });
-        // Files first, subdirectories after: the read-ahead must be asked for files in the order
-        // they are read, and a subdirectory asks for its own when it is entered. The tree is put
-        // back in name order at the end.
-        let (dirs, others): (Vec<_>, Vec<_>) =
-            entries.partition(|(_, _, md)| md.as_ref().is_ok_and(|m| m.is_dir()));
-        let mut asked_links = std::collections::HashSet::new();
-        for (name, child, md) in &others {
-            if let Ok(md) = md
-                && md.is_file()
-                && md.size() > 0
-                && !parent
-                    .and_then(|t| t.find(name))
-                    .is_some_and(|o| unchanged(o, md))
-                && (md.nlink() == 1
-                    || !self.hardlinks.contains_key(&(md.dev(), md.ino()))
-                        && asked_links.insert((md.dev(), md.ino())))
-            {
-                self.reader.request(child.clone(), md);
-            }
-        }
-        let mut nodes = Vec::with_capacity(others.len() + dirs.len());
-        for (name, child, md) in others.into_iter().chain(dirs) {
-            let old = parent.and_then(|t| t.find(&name));
-            let entry = self.entry(&name, &child, md, old);
-            self.reader.skip(&child);
-            if let Some(e) = entry? {
-                nodes.push(e);
-            }
-        }
-        nodes.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        Ok(nodes)
-    }
-
-    /// One directory entry, `None` when it must be skipped (the error is recorded).
-    fn entry(
-        &mut self,
-        name: &[u8],
-        child: &Path,
-        md: std::io::Result<std::fs::Metadata>,
-        old: Option<&Node>,
-    ) -> Result<Option<(Node, Pendings)>> {
-        let md = match md {
-            Ok(md) => md,
-            Err(e) => {
-                self.error(child, e);
-                return Ok(None);
-            }
-        };
-        let mut node = match files::node_from(std::ffi::OsStr::from_bytes(name), child, &md) {
-            Ok(n) => n,
-            Err(e) => {
-                self.error(child, e);
-                return Ok(None);
-            }
-        };
-        if node.kind == NodeKind::Dir {
-            let sub = self.parent_subtree(old);
-            node.subtree = Some(self.dir(child, sub.as_ref())?);
-            self.summary.dirs += 1;
-            return Ok(Some((node, Vec::new())));
-        }
-        Ok(self
-            .entry_content(child, &md, &mut node, old)?
-            .map(|p| (node, p)))
-    }
-
-    /// Fills in a non-directory node's content, returning the chunk ids still being hashed;
-    /// `Ok(None)` when the entry must be skipped.
-    fn entry_content(
-        &mut self,
-        path: &Path,
-        md: &std::fs::Metadata,
-        node: &mut Node,
-        old: Option<&Node>,
-    ) -> Result<Option<Pendings>> {
-        self.progress.files.fetch_add(1, Ordering::Relaxed);
-        if node.kind != NodeKind::File {
-            self.summary.other_entries += 1;
-            return Ok(Some(Vec::new()));
-        }
-        self.summary.bytes_total += node.size;
-        self.progress
-            .bytes_seen
-            .fetch_add(node.size, Ordering::Relaxed);
-        if let Some(old) = old.filter(|o| unchanged(o, md)) {
-            let mut all_present = true;
-            for e in &old.content {
-                if let Some(id) = e.0 {
-                    all_present &= self.repo.index().contains(&id)?;
-                }
-            }
-            if all_present {
-                node.content = old.content.clone();
-                self.summary.files_unmodified += 1;
-                return Ok(Some(Vec::new()));
-            }
-        }
-        let link_key = (md.dev(), md.ino());
-        if md.nlink() > 1
-            && let Some(content) = self.hardlinks.get(&link_key)
-        {
-            node.content = content.clone();
-            // The size must match the content recorded for the first link, even if the file
-            // changed in between.
-            node.size = node.content.iter().map(|e| e.1).sum();
-            self.summary.files_unmodified += 1;
-            return Ok(Some(Vec::new()));
-        }
-        let mut pendings = match self.read_file(path, md, node) {
-            Ok(p) => p,
-            Err(ReadError::Io(e)) => {
-                self.error(path, e);
-                return Ok(None);
-            }
-            Err(ReadError::Fatal(e)) => return Err(e),
-        };
-        if old.is_some() {
-            self.summary.files_changed += 1;
-        } else {
-            self.summary.files_new += 1;
-        }
-        if md.nlink() > 1 {
-            // Later links reuse this content, so it must be complete now.
-            resolve(node, std::mem::take(&mut pendings))?;
-            self.hardlinks.insert(link_key, node.content.clone());
-        }
-        Ok(Some(pendings))
-    }
-
-    fn read_file(
-        &mut self,
-        path: &Path,
-        md: &std::fs::Metadata,
-        node: &mut Node,
-    ) -> Result<Pendings, ReadError> {
-        *self
-            .progress
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = path.display().to_string();
-        let mut src = self.reader.open(path, md)?;
-        let (chunker, saver) = (&mut self.chunker, self.saver);
-        let (summary, progress) = (&mut self.summary, self.progress);
-        let regions = src.regions().to_vec();
-        let regions_end = regions.last().map(|(s, l)| s + l).unwrap_or(0);
-        let mut pos = 0u64;
-        let mut content = Vec::new();
-        let mut pendings = Vec::new();
-        for (start, len) in regions {
-            if start > pos {
-                content.push(Extent(None, start - pos));
-                pos = start;
-            }
-            let mut region = (&mut src).take(len);
-            chunker.reset();
-            while let Some(chunk) = chunker.next_chunk(&mut region)? {
-                if self.interrupt.load(Ordering::Relaxed) {
-                    return Err(ReadError::Fatal(Error::Interrupted));
-                }
-                let n = chunk.len() as u64;
-                summary.bytes_read += n;
-                progress.bytes_read.fetch_add(n, Ordering::Relaxed);
-                let id = saver.save_chunk(chunk).map_err(ReadError::Fatal)?;
-                pendings.push((content.len(), id));
-                content.push(Extent(Some(Id::default()), n));
-                pos += n;
-            }
-        }
-        // A hole at the end (the regions stop before the size); a file that shrank while being
-        // read is recorded at the length actually read.
-        if pos == regions_end && md.size() > pos {
-            content.push(Extent(None, md.size() - pos));
-            pos = md.size();
-        }
-        node.size = pos;
-        node.content = content;
-        Ok(pendings)
-    }
-}
-
-/// Chunk ids of a node still being hashed by the saver's workers: (index into `content`, id).
-type Pendings = Vec<(usize, PendingId)>;
-
-/// Waits for the ids of a node's chunks and writes them into its content.
-fn resolve(node: &mut Node, pendings: Pendings) -> Result<()> {
-    for (i, p) in pendings {
-        node.content[i].0 = Some(p.wait()?);
-    }
-    Ok(())
-}
-
-enum ReadError {
-    Io(std::io::Error),
-    Fatal(Error),
-}
-
-impl From<std::io::Error> for ReadError {
-    fn from(e: std::io::Error) -> Self {
-        ReadError::Io(e)
-    }
-}
-
 /// Picks the parent snapshot for change detection: the latest with the same host and paths
 /// (for a differential, the latest such *full* snapshot).
 fn find_parent(
@@ -498,43 +157,21 @@ pub fn backup(
     let db_params = repo.config().db_chunker();
     let (tree, summary, errors, mysql) = std::thread::scope(|scope| -> Result<_> {
         let saver = Saver::start(scope, repo_ref, &state);
-        let mut w = Walker {
-            repo: repo_ref,
-            saver: &saver,
-            reader: ReadAhead::start(scope),
-            chunker: crate::chunker::Chunker::new(repo_ref.config().chunker),
-            excludes,
-            progress,
-            interrupt,
-            summary: Summary::default(),
-            errors: Vec::new(),
-            hardlinks: HashMap::new(),
-        };
         // The database first: its consistent snapshot is the moment the backup stands for.
         let db = match &opts.mysql {
             Some(src) => db::dump(&saver, db_params, src, progress).map(Some),
             None => Ok(None),
         };
-        let tree = db.and_then(|db| {
-            let mut nodes = match &top_map {
-                Some(top) => w.top_nodes(top, parent_tree.as_ref())?,
-                None => Vec::new(),
-            };
-            let mysql = db.map(|(node, summary)| {
-                nodes.push((node, Vec::new()));
-                summary
-            });
-            nodes.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-            if nodes.windows(2).any(|p| p[0].0.name == p[1].0.name) {
-                return Err(Error::Usage(format!(
-                    "the paths already hold a top-level {MYSQL_DIR:?} entry, where the database \
-                     dump goes; back up its parent directory instead"
-                )));
+        let (tree, summary, errors) = match db {
+            Ok(db) => {
+                let shared = walker::Shared::new(repo_ref, &saver, excludes, progress, interrupt);
+                let (node, mysql) = db.unzip();
+                let (tree, summary, errors) =
+                    walker::walk(&shared, top_map.as_ref(), parent_tree.as_ref(), node);
+                (tree.map(|t| (t, mysql)), summary, errors)
             }
-            Ok((w.save_tree(nodes)?, mysql))
-        });
-        let (summary, errors) = (w.summary, w.errors);
-        drop(w.reader);
+            Err(e) => (Err(e), Summary::default(), Vec::new()),
+        };
         // Whatever happened, wait for the queued packs: they are durable and reusable next time.
         let finished = saver.finish();
         let (tree, mysql) = tree?;

@@ -37,7 +37,7 @@ pub const DIRECT_MIN: u64 = 256 * 1024;
 /// The largest single read, and so the size of an aligned block.
 const BLOCK: usize = 1024 * 1024;
 /// Pieces (blocks and file markers) in flight between the reader and the walker.
-const PIECES: usize = 16;
+const PIECES: usize = 8;
 /// How many small files ahead of the reader the kernel is asked to prefetch.
 const ADVISE_FILES: usize = 64;
 /// Buffered reads are dropped from the page cache in steps of this size.

@@ -15,3 +15,4 @@ mod keys;
 mod mysql;
 mod mysql_cli;
 mod mysql_common;
+mod parallel_walk;
