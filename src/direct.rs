@@ -36,6 +36,15 @@ impl AlignedBuf {
         Ok(AlignedBuf { ptr, layout })
     }
 
+    /// Like [`AlignedBuf::new`], but out of memory aborts the process, as it does for a `Vec`.
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        AlignedBuf::new(len).unwrap_or_else(|_| {
+            let layout = std::alloc::Layout::from_size_align(len.max(ALIGN), ALIGN)
+                .unwrap_or(std::alloc::Layout::new::<u8>());
+            std::alloc::handle_alloc_error(layout)
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.layout.size()
     }

@@ -381,6 +381,7 @@ impl<'a, 's> Walker<'a, 's> {
                 if let Ok(md) = md
                     && md.is_file()
                     && md.size() > 0
+                    && md.size() < crate::source::readahead::DIRECT_MIN
                     && !parent
                         .and_then(|t| t.find(name))
                         .is_some_and(|o| unchanged(o, md))
