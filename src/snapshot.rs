@@ -116,3 +116,47 @@ impl Snapshot {
         chrono::DateTime::parse_from_rfc3339(&self.time).ok()
     }
 }
+
+/// The tag of the snapshot `snap mysql restore` takes of the databases it is about to overwrite.
+pub const PRE_RESTORE_TAG: &str = "pre-restore";
+
+/// Which snapshots `latest` may stand for: restic's `--host` and `--tag` filters, plus what a
+/// command needs (a database dump, for `mysql restore` and `verify`). The safety copies `mysql
+/// restore` takes are never `latest` unless asked for by their tag: after a rolled-back restore,
+/// "restore latest" must mean the latest backup, not the copy of what was just put back.
+#[derive(Debug, Default, Clone)]
+pub struct SnapshotFilter {
+    pub host: Option<String>,
+    /// All must be present.
+    pub tags: Vec<String>,
+    pub with_database: bool,
+}
+
+impl SnapshotFilter {
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        let pre_restore = s.tags.iter().any(|t| t == PRE_RESTORE_TAG);
+        self.host.as_ref().is_none_or(|h| &s.host == h)
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && (!self.with_database || s.mysql.is_some())
+            && (!pre_restore || self.tags.iter().any(|t| t == PRE_RESTORE_TAG))
+    }
+
+    /// `latest`, with the filters spelled out, for messages.
+    pub fn describe_latest(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(h) = &self.host {
+            parts.push(format!("host {h}"));
+        }
+        if !self.tags.is_empty() {
+            parts.push(format!("tag {}", self.tags.join(",")));
+        }
+        if self.with_database {
+            parts.push("with a database dump".into());
+        }
+        if parts.is_empty() {
+            "latest".into()
+        } else {
+            format!("latest ({})", parts.join(", "))
+        }
+    }
+}

@@ -7,6 +7,7 @@ use snap::error::Error;
 use snap::tree::{Node, NodeKind};
 
 use super::Ctx;
+use super::latest::LatestArgs;
 
 #[derive(clap::Args)]
 pub struct LsArgs {
@@ -21,6 +22,8 @@ pub struct LsArgs {
     /// List subdirectories too
     #[arg(short = 'R', long)]
     recursive: bool,
+    #[command(flatten)]
+    latest: LatestArgs,
 }
 
 #[derive(clap::Args)]
@@ -29,6 +32,8 @@ pub struct CatArgs {
     snapshot: String,
     /// File inside the snapshot
     path: String,
+    #[command(flatten)]
+    latest: LatestArgs,
 }
 
 fn kind_char(k: NodeKind) -> char {
@@ -75,7 +80,7 @@ fn line(path: &str, n: &Node, long: bool, json: bool) -> String {
 
 pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<u8> {
     let mut repo = ctx.open()?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot, &a.latest.filter())?;
     let node = repo.resolve(&snap.tree, &id.short(), &a.path)?;
     let out = std::io::stdout();
     let mut out = out.lock();
@@ -94,7 +99,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<u8> {
 
 pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<u8> {
     let mut repo = ctx.open()?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot, &a.latest.filter())?;
     let node = repo.resolve(&snap.tree, &id.short(), &a.path)?;
     if node.kind != NodeKind::File {
         anyhow::bail!(

@@ -6,6 +6,7 @@ mod browse;
 mod check;
 mod init;
 mod key;
+mod latest;
 mod mysql;
 mod mysql_args;
 mod progress;

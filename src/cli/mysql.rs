@@ -6,6 +6,7 @@ use snap::mysql::restore::RestoreOptions;
 use snap::repo::lock::LockGuard;
 
 use super::Ctx;
+use super::latest::LatestArgs;
 use super::mysql_args::Conn;
 
 #[derive(clap::Subcommand)]
@@ -36,6 +37,8 @@ pub struct RestoreArgs {
     /// Loader connections
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    #[command(flatten)]
+    latest: LatestArgs,
 }
 
 pub fn run(ctx: &Ctx, m: Mysql) -> Result<u8> {
@@ -62,7 +65,7 @@ pub fn run(ctx: &Ctx, m: Mysql) -> Result<u8> {
     };
     let mut repo = ctx.open()?;
     let _lock = LockGuard::take(repo.backend().clone(), repo.key(), false)?;
-    let (id, _) = repo.find_snapshot(&a.snapshot)?;
+    let (id, _) = repo.find_snapshot(&a.snapshot, &a.latest.database_filter())?;
     let out = database::restore(&mut repo, &id, &opts, &ctx.interrupt)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -8,6 +8,7 @@ use anyhow::Result;
 use snap::repo::lock::LockGuard;
 use snap::restorer::{self, RestoreOptions, RestoreProgress};
 
+use super::latest::LatestArgs;
 use super::progress::Ticker;
 use super::{Ctx, bytes};
 
@@ -27,13 +28,15 @@ pub struct Args {
     /// Read every restored file back and compare it with the snapshot
     #[arg(long)]
     verify: bool,
+    #[command(flatten)]
+    latest: LatestArgs,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let (spec, sub) = a.snapshot.split_once(':').unwrap_or((&a.snapshot, ""));
     let mut repo = ctx.open()?;
     let _lock = LockGuard::take(repo.backend().clone(), repo.key(), false)?;
-    let (id, snap) = repo.find_snapshot(spec)?;
+    let (id, snap) = repo.find_snapshot(spec, &a.latest.filter())?;
     let root = repo.resolve(&snap.tree, &id.short(), sub)?;
     let opts = RestoreOptions {
         target: a.target,

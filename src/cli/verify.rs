@@ -7,6 +7,7 @@ use snap::database::drill::{self, DrillOptions};
 use snap::repo::lock::LockGuard;
 
 use super::Ctx;
+use super::latest::LatestArgs;
 use super::mysql_args::Conn;
 
 #[derive(clap::Args)]
@@ -30,13 +31,15 @@ pub struct Args {
     alert_cmd: Option<String>,
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    #[command(flatten)]
+    latest: LatestArgs,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let repo = ctx.open()?;
     let _lock = LockGuard::take(repo.backend().clone(), repo.key(), false)?;
     let mut repo = repo;
-    let (id, _) = repo.find_snapshot(&a.snapshot)?;
+    let (id, _) = repo.find_snapshot(&a.snapshot, &a.latest.filter())?;
     let opts = DrillOptions {
         scratch: Some(a.conn.target(a.scratch.as_deref())?),
         scratch_dir: a.scratch_dir,

@@ -183,7 +183,7 @@ pub fn restore(
             paths: Vec::new(),
             excludes: Vec::new(),
             tags: vec![
-                "pre-restore".into(),
+                crate::snapshot::PRE_RESTORE_TAG.into(),
                 format!("restore-of-{}", snap_id.short()),
             ],
             host: opts.host.clone(),

@@ -21,7 +21,7 @@ use crate::id::Id;
 use crate::index::{BlobLocation, Index};
 use crate::keyfile::{KeyFile, KeyFileError};
 use crate::pack::{self, PackEntry};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotFilter};
 use crate::tree::{Node, Tree};
 
 /// Options for `init` that tests and power users set; defaults suit production.
@@ -404,14 +404,15 @@ impl Repository {
         Ok(out)
     }
 
-    /// Resolves `latest`, a full id or a unique prefix.
-    pub fn find_snapshot(&mut self, spec: &str) -> Result<(Id, Snapshot)> {
+    /// Resolves `latest` (the newest snapshot `filter` accepts), a full id or a unique prefix.
+    pub fn find_snapshot(&mut self, spec: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
         let all = self.snapshots()?;
         if spec == "latest" {
             return all
                 .into_iter()
-                .next_back()
-                .ok_or_else(|| Error::SnapshotNotFound(spec.into()));
+                .rev()
+                .find(|(_, s)| filter.matches(s))
+                .ok_or_else(|| Error::SnapshotNotFound(filter.describe_latest()));
         }
         let spec_l = spec.to_ascii_lowercase();
         let mut hits = all

@@ -130,3 +130,60 @@ fn excludes_and_relative_paths() {
     let names: Vec<&str> = ls.lines().collect();
     assert_eq!(names, vec!["/keep.txt", "/sub"], "{ls}");
 }
+
+#[test]
+fn latest_follows_host_and_tag_and_skips_safety_copies() {
+    let env = Env::new(&[]);
+    let src = env.path("src");
+    let f = src.join("f");
+    let s = src.to_str().unwrap();
+    let fp = f.to_str().unwrap();
+    write(&f, b"one");
+    env.backup(&[s, "--host", "h1", "--tag", "nightly"]);
+    write(&f, b"two!");
+    env.backup(&[s, "--host", "h2"]);
+    // What `snap mysql restore` saves before overwriting carries this tag.
+    write(&f, b"three");
+    env.backup(&[s, "--host", "h1", "--tag", "pre-restore"]);
+
+    assert_eq!(
+        env.ok(&["cat", "latest", fp]),
+        "two!",
+        "a safety copy is not `latest`"
+    );
+    assert_eq!(env.ok(&["cat", "latest", fp, "--host", "h1"]), "one");
+    assert_eq!(
+        env.ok(&["cat", "latest", fp, "--tag", "pre-restore"]),
+        "three"
+    );
+    let target = env.path("out");
+    let t = target.to_str().unwrap();
+    env.ok(&["restore", "latest", "--target", t, "--tag", "nightly"]);
+    assert_eq!(
+        fs::read(target.join(f.strip_prefix("/").unwrap())).unwrap(),
+        b"one"
+    );
+
+    let o = env.run(&["cat", "latest", fp, "--host", "h2", "--tag", "nightly"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("latest (host h2, tag nightly)"),
+        "{}",
+        stderr(&o)
+    );
+    // Only file snapshots here: a database restore has no `latest` to take, and says so before
+    // it connects anywhere.
+    let o = env.run(&[
+        "mysql",
+        "restore",
+        "latest",
+        "--to",
+        "mysql://root@127.0.0.1:9",
+    ]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("latest (with a database dump)"),
+        "{}",
+        stderr(&o)
+    );
+}

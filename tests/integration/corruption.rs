@@ -249,7 +249,9 @@ fn tree_blob_corrupted_names_its_subtree_in_every_snapshot() {
     let fx = Fx::new();
     let (pack, at) = {
         let mut repo = fx.env.open_lib();
-        let (_, snap) = repo.find_snapshot(&fx.s1).unwrap();
+        let (_, snap) = repo
+            .find_snapshot(&fx.s1, &snap::snapshot::SnapshotFilter::default())
+            .unwrap();
         let sub = format!("{}/keep/sub", fx.src.display());
         let node = repo.find_path(&snap.tree, sub.as_bytes()).unwrap().unwrap();
         let loc = repo.index().get(&node.subtree.unwrap()).unwrap().unwrap();
