@@ -105,7 +105,12 @@ impl Chunker {
             mask_l,
             gear,
             gear_ls,
-            buf: crate::direct::AlignedBuf::zeroed(2 * p.max as usize + crate::direct::ALIGN),
+            // Whole pages, so every full fill ends aligned (an odd `max` must not turn the rest
+            // of a file's reads buffered); cuts only need at least `max` bytes buffered.
+            buf: crate::direct::AlignedBuf::zeroed(
+                (2 * p.max as usize).div_ceil(crate::direct::ALIGN) * crate::direct::ALIGN
+                    + crate::direct::ALIGN,
+            ),
             start: 0,
             end: 0,
             eof: false,

@@ -42,6 +42,9 @@ pub enum Error {
     Context { context: String, source: Box<Error> },
     #[error("interrupted")]
     Interrupted,
+    /// Another thread of the backup failed first; its error is the one to report.
+    #[error("the backup pipeline stopped after an error elsewhere")]
+    PipelineStopped,
     #[error("{0}")]
     Crypto(#[from] crate::crypto::CryptoError),
     /// A MySQL/MariaDB connection setting is malformed (URL, defaults file, environment).
@@ -89,6 +92,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A consequence of another failure (or of Ctrl-C), not a cause worth reporting over one.
+    pub fn is_secondary(&self) -> bool {
+        matches!(self, Error::Interrupted | Error::PipelineStopped)
+    }
+
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
         Error::Io {
             what,

@@ -174,8 +174,12 @@ pub fn backup(
         };
         // Whatever happened, wait for the queued packs: they are durable and reusable next time.
         let finished = saver.finish();
-        let (tree, mysql) = tree?;
-        finished?;
+        let (tree, mysql) = match (tree, finished) {
+            (Ok(t), Ok(())) => t,
+            // The saver's own failure is the cause when the walk only saw it stop.
+            (Err(e), Err(cause)) if e.is_secondary() => return Err(cause),
+            (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+        };
         Ok((tree, summary, errors, mysql))
     })?;
     let s = &state.stats;

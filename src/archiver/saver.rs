@@ -35,7 +35,7 @@ pub struct Saver<'scope> {
     repo: &'scope Repository,
     jobs: Option<Sender<Job>>,
     pending: &'scope Mutex<HashSet<Id>>,
-    failure: &'scope Mutex<Option<Error>>,
+    state: &'scope SaverState,
     threads: Vec<ScopedJoinHandle<'scope, ()>>,
 }
 
@@ -48,30 +48,52 @@ struct Job {
     reply: Option<Sender<Id>>,
 }
 
-/// The id of a chunk a worker is still hashing; `wait` blocks until it is known.
-pub struct PendingId(Receiver<Id>);
+/// The id of a chunk a worker is still hashing; `wait` blocks until it is known, or until the
+/// pipeline has failed (its job may then sit in the queue for good).
+pub struct PendingId {
+    reply: Receiver<Id>,
+    dead: Receiver<()>,
+}
 
 impl PendingId {
     pub fn wait(self) -> Result<Id> {
-        self.0
-            .recv()
-            .map_err(|_| Error::Usage("backup pipeline stopped before hashing a chunk".into()))
+        crossbeam_channel::select! {
+            recv(self.reply) -> id => id.map_err(|_| Error::PipelineStopped),
+            recv(self.dead) -> _ => self.reply.try_recv().map_err(|_| Error::PipelineStopped),
+        }
     }
 }
 
 /// Shared state the saver's threads borrow; lives outside the scope.
-#[derive(Default)]
 pub struct SaverState {
     pub pending: Mutex<HashSet<Id>>,
     pub failure: Mutex<Option<Error>>,
     pub stats: SaverStats,
+    /// Dropped at the first failure, which wakes everything waiting on a [`PendingId`].
+    alive: Mutex<Option<Sender<()>>>,
+    dead: Receiver<()>,
 }
 
-fn fail(state: &Mutex<Option<Error>>, e: Error) {
-    let mut f = state.lock().unwrap_or_else(|p| p.into_inner());
+impl Default for SaverState {
+    fn default() -> Self {
+        let (alive, dead) = bounded(0);
+        SaverState {
+            pending: Mutex::default(),
+            failure: Mutex::default(),
+            stats: SaverStats::default(),
+            alive: Mutex::new(Some(alive)),
+            dead,
+        }
+    }
+}
+
+fn fail(state: &SaverState, e: Error) {
+    let mut f = state.failure.lock().unwrap_or_else(|p| p.into_inner());
     if f.is_none() {
         *f = Some(e);
     }
+    drop(f);
+    state.alive.lock().unwrap_or_else(|p| p.into_inner()).take();
 }
 
 impl<'scope> Saver<'scope> {
@@ -104,7 +126,7 @@ impl<'scope> Saver<'scope> {
                         Some(_) => true, // the caller already claimed it
                         None => match claim(repo, &state.pending, &id) {
                             Ok(n) => n,
-                            Err(e) => return fail(&state.failure, e),
+                            Err(e) => return fail(state, e),
                         },
                     };
                     if let Some(reply) = job.reply {
@@ -119,7 +141,7 @@ impl<'scope> Saver<'scope> {
                                 return;
                             }
                         }
-                        Err(e) => return fail(&state.failure, e.into()),
+                        Err(e) => return fail(state, e.into()),
                     }
                 }
             }));
@@ -136,13 +158,14 @@ impl<'scope> Saver<'scope> {
             repo,
             jobs: Some(job_tx),
             pending: &state.pending,
-            failure: &state.failure,
+            state,
             threads,
         }
     }
 
     fn check_failure(&self) -> Result<()> {
         match self
+            .state
             .failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -157,7 +180,7 @@ impl<'scope> Saver<'scope> {
         let tx = self.jobs.as_ref().ok_or(Error::Interrupted)?;
         if tx.send(job).is_err() {
             self.check_failure()?;
-            return Err(Error::Usage("backup pipeline stopped unexpectedly".into()));
+            return Err(Error::PipelineStopped);
         }
         Ok(())
     }
@@ -172,7 +195,10 @@ impl<'scope> Saver<'scope> {
             data,
             reply: Some(reply),
         })?;
-        Ok(PendingId(rx))
+        Ok(PendingId {
+            reply: rx,
+            dead: self.state.dead.clone(),
+        })
     }
 
     /// Stores a blob hashed by the caller (trees: the parent needs the id at once); returns
@@ -197,7 +223,7 @@ impl<'scope> Saver<'scope> {
         for t in self.threads.drain(..) {
             if t.join().is_err() {
                 fail(
-                    self.failure,
+                    self.state,
                     Error::Usage("a backup pipeline thread panicked".into()),
                 );
             }
@@ -248,17 +274,14 @@ fn packer(
     let (mut data, mut tree) = match start {
         Ok(b) => b,
         Err(e) => {
-            return fail(
-                &state.failure,
-                Error::io("cannot allocate", "a pack buffer", e),
-            );
+            return fail(state, Error::io("cannot allocate", "a pack buffer", e));
         }
     };
     let ship = |pb: PackBuilder| -> bool {
         match pb.finish(repo.key()) {
             Ok(p) => tx.send(p).is_ok(),
             Err(e) => {
-                fail(&state.failure, pack_error(e));
+                fail(state, pack_error(e));
                 false
             }
         }
@@ -267,16 +290,13 @@ fn packer(
         let is_tree = b.btype == BlobType::Tree;
         let pb = if is_tree { &mut tree } else { &mut data };
         if let Err(e) = pb.add(&b) {
-            return fail(&state.failure, pack_error(e));
+            return fail(state, pack_error(e));
         }
         if pb.is_full(target) {
             let fresh = match if is_tree { fresh_tree() } else { fresh_data() } {
                 Ok(f) => f,
                 Err(e) => {
-                    return fail(
-                        &state.failure,
-                        Error::io("cannot allocate", "a pack buffer", e),
-                    );
+                    return fail(state, Error::io("cannot allocate", "a pack buffer", e));
                 }
             };
             let full = std::mem::replace(pb, fresh);
@@ -295,7 +315,7 @@ fn packer(
 fn writer(repo: &Repository, rx: Receiver<Finished>, free: Sender<AlignedVec>, state: &SaverState) {
     for (id, bytes, entries) in rx {
         if let Err(e) = repo.store_pack(&id, &bytes, &entries) {
-            return fail(&state.failure, e);
+            return fail(state, e);
         }
         let s = &state.stats;
         s.packs_written.fetch_add(1, Ordering::Relaxed);

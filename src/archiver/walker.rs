@@ -12,7 +12,10 @@
 //! walkers far apart in the tree overlap them, and their reads keep more than one request in
 //! flight, which this disk needs to reach its bandwidth while packs are being written.
 //!
-//! The tree does not depend on which walker built which directory. A walker only ever waits for
+//! The tree of a source that does not change during the backup does not depend on which walker
+//! built which directory. (Two links of one inode met by two walkers at once are both read; the
+//! content is stored once, and only the counts of new and unmodified files differ.) The first
+//! error that is a cause stops every walker and is the one reported. A walker only ever waits for
 //! subtrees it handed off, and only an idle walker accepts one, so the waits cannot form a cycle.
 //! Memory is bounded per walker by the depth of the tree times the width of a directory, never
 //! by the number of files.
@@ -58,6 +61,9 @@ pub(super) struct Shared<'a, 's> {
     pub interrupt: &'a AtomicBool,
     /// Set when a walker fails, so the others stop soon instead of finishing their subtrees.
     abort: AtomicBool,
+    /// The first error that is a cause, not a consequence (see [`Error::is_secondary`]): the
+    /// others stop with `Interrupted`, and whichever walker met the cause, it is what is reported.
+    failure: Mutex<Option<Error>>,
     /// Walkers waiting for a hand-off.
     idle: AtomicUsize,
     /// Content of multiply-linked files already read, by (device, inode).
@@ -82,10 +88,24 @@ impl<'a, 's> Shared<'a, 's> {
             progress,
             interrupt,
             abort: AtomicBool::new(false),
+            failure: Mutex::new(None),
             idle: AtomicUsize::new(0),
             hardlinks: Mutex::new(HashMap::new()),
             handoff_tx,
             handoff_rx,
+        }
+    }
+}
+
+impl Shared<'_, '_> {
+    /// Stops every walker; keeps `e` if it is the first cause.
+    fn fail(&self, e: Error) {
+        self.abort.store(true, Ordering::Relaxed);
+        if !e.is_secondary() {
+            let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+            if f.is_none() {
+                *f = Some(e);
+            }
         }
     }
 }
@@ -164,11 +184,23 @@ pub(super) fn walk(
                     errors.extend(e);
                 }
                 Err(_) => {
-                    tree = tree.and(Err(Error::Usage("a backup walker panicked".into())));
+                    shared.fail(Error::Usage("a backup walker panicked".into()));
+                    tree = tree.and(Err(Error::Interrupted));
                 }
             }
         }
         errors.sort_by(|a, b| a.path.cmp(&b.path));
+        let tree = tree.map_err(|e| {
+            let cause = shared
+                .failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            match cause {
+                Some(cause) if e.is_secondary() => cause,
+                _ => e,
+            }
+        });
         (tree, summary, errors)
     })
 }
@@ -218,13 +250,16 @@ impl<'a, 's> Walker<'a, 's> {
                 recv(self.shared.handoff_rx) -> job => {
                     self.shared.idle.fetch_sub(1, Ordering::SeqCst);
                     let Ok(job) = job else { break };
-                    let r = self.dir(&job.path, job.parent.as_ref());
-                    if r.is_err() {
-                        self.shared.abort.store(true, Ordering::Relaxed);
-                    }
+                    let r = self.dir(&job.path, job.parent.as_ref()).map_err(|e| {
+                        self.shared.fail(e);
+                        Error::Interrupted
+                    });
                     let _ = job.reply.send(r);
                 }
-                recv(stop) -> _ => break,
+                recv(stop) -> _ => {
+                    self.shared.idle.fetch_sub(1, Ordering::SeqCst);
+                    break;
+                }
             }
         }
         (self.summary, self.errors)

@@ -2,10 +2,10 @@
 //! regions of sparse files (found with SEEK_DATA/SEEK_HOLE, so holes are neither read nor stored).
 
 use std::ffi::OsStr;
-use std::fs::{File, Metadata};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
@@ -140,4 +140,27 @@ pub fn drop_cache(file: &File, off: u64, len: u64) {
             libc::POSIX_FADV_DONTNEED,
         );
     }
+}
+
+/// Opens `path` for reading if it still is a regular file: a symlink is not followed and a FIFO
+/// that replaced the file since it was listed does not block the open. `flags` are added to the
+/// open (O_DIRECT).
+pub fn open_regular(path: &Path, flags: i32) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | flags)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(io::Error::other(
+            "is no longer a regular file (it changed while the backup ran)",
+        ));
+    }
+    // SAFETY: fcntl on a valid fd owned by `f`; no memory is passed.
+    unsafe {
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(f)
 }

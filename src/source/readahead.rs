@@ -16,26 +16,29 @@
 //! The contract: the walker [`ReadAhead::request`]s each such file, in order, then for each in the
 //! same order either [`ReadAhead::open`]s it or [`ReadAhead::skip`]s it. A file opened without a
 //! request (a large one, a hard link whose first link could not be read, an unchanged file whose
-//! blobs are gone) is read in the caller's thread. Memory is bounded by [`PIECES`] pieces of at
-//! most [`BLOCK`] bytes.
+//! blobs are gone) is read in the caller's thread. Memory per walker is bounded by [`PIECES`]
+//! pieces of at most [`BLOCK`] bytes, the requests the walker keeps ahead (a few hundred paths)
+//! and [`ADVISE_FILES`] open descriptors. Files are opened without following symlinks or
+//! blocking on a FIFO that replaced them (see [`super::files::open_regular`]).
 
 use std::collections::VecDeque;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::thread::Scope;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
-use super::files::{data_regions, drop_cache};
+use super::files::{data_regions, drop_cache, open_regular};
 use crate::direct::ALIGN;
 
 /// Files at least this large are read with O_DIRECT by the walker; smaller ones through the
 /// read-ahead thread and the page cache.
 pub const DIRECT_MIN: u64 = 256 * 1024;
-/// The largest single read of the read-ahead thread (a requested file may have grown).
+/// The largest single read of the read-ahead thread, so one piece stays small even if a large
+/// file is requested.
 const BLOCK: usize = 1024 * 1024;
 /// Pieces (blocks and file markers) in flight between the reader and the walker.
 const PIECES: usize = 8;
@@ -53,7 +56,8 @@ struct Request {
 }
 
 /// What the reader sends for each requested file: `Open`, then `Bytes` in file order holding
-/// only the data regions, then `End` (or `Failed` at the first error).
+/// only the data regions, then `End` (or `Failed` at the first error). An `Open(Err)` is the
+/// file's only piece.
 enum Piece {
     Open(io::Result<Vec<(u64, u64)>>),
     Bytes(Vec<u8>),
@@ -117,15 +121,17 @@ impl ReadAhead {
                 _ => Err(io::Error::other("read-ahead out of step with the walker")),
             };
         }
-        let file = File::open(path)?;
+        let file = open_regular(path, 0)?;
         super::files::advise_sequential(&file);
         let regions = data_regions(&file, md.size(), md.blocks())?;
+        // A second descriptor for O_DIRECT, kept only if it is the same file (a rename between
+        // the two opens must not splice two files together).
         let direct = if md.size() >= DIRECT_MIN {
-            OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(path)
-                .ok()
+            let same = |d: &File| match (d.metadata(), file.metadata()) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            open_regular(path, libc::O_DIRECT).ok().filter(same)
         } else {
             None
         };
@@ -160,8 +166,8 @@ impl ReadAhead {
 
 impl Drop for ReadAhead {
     fn drop(&mut self) {
-        // Closing the request channel ends the reader once it has sent what it was asked for;
-        // the unread pieces are dropped with the receiver.
+        // Closing the request channel ends the reader when it next waits for a request; the
+        // receiver goes with `self`, so a send it is blocked on fails and ends it too.
         self.requests = None;
     }
 }
@@ -317,7 +323,9 @@ impl Local {
             if is_direct {
                 self.direct_bytes += n as u64;
             }
-            if self.read - self.dropped >= DROP_BEHIND {
+            // Only what was read through the page cache is dropped from it: pages of a file read
+            // around the cache may be the server's own, and are left alone.
+            if self.direct_bytes == 0 && self.read - self.dropped >= DROP_BEHIND {
                 drop_cache(&self.file, 0, start + self.offset);
                 self.dropped = self.read;
             }
@@ -329,7 +337,9 @@ impl Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
-        drop_cache(&self.file, 0, 0);
+        if self.direct_bytes == 0 {
+            drop_cache(&self.file, 0, 0);
+        }
     }
 }
 
@@ -360,7 +370,7 @@ fn advise_ahead(queue: &mut VecDeque<Request>) {
         if req.file.is_some() {
             continue;
         }
-        let f = File::open(&req.path);
+        let f = open_regular(&req.path, 0);
         if let Ok(f) = &f {
             // SAFETY: advisory call on a valid fd; failure is harmless.
             unsafe {
@@ -379,7 +389,11 @@ fn send(out: &Sender<Piece>, p: Piece) -> Result<(), Gone> {
 }
 
 fn read_one(mut req: Request, out: &Sender<Piece>) -> Result<(), Gone> {
-    let file = match req.file.take().unwrap_or_else(|| File::open(&req.path)) {
+    let file = match req
+        .file
+        .take()
+        .unwrap_or_else(|| open_regular(&req.path, 0))
+    {
         Ok(f) => f,
         Err(e) => return send(out, Piece::Open(Err(e))),
     };

@@ -110,6 +110,71 @@ fn unreadable_file_gives_exit_3_and_an_incomplete_snapshot() {
 }
 
 #[test]
+fn a_failed_pack_write_is_the_error_reported_whichever_walker_meets_it() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run snap as another user");
+        return;
+    }
+    let env = Env::new(&[]);
+    let src = env.path("src");
+    // Enough directories for every walker to be busy, and enough data for packs to be written
+    // while they walk.
+    for d in 0..12u64 {
+        for f in 0..3u64 {
+            write(
+                &src.join(format!("d{d:02}/f{f}")),
+                &random_bytes(d * 10 + f, 1_000_000),
+            );
+        }
+    }
+    for d in [env.dir.path(), &env.repo, &src] {
+        Command::new("chmod")
+            .args(["-R", "a+rwX"])
+            .arg(d)
+            .status()
+            .unwrap();
+    }
+    // The user running the backup may take locks but not add packs.
+    Command::new("chmod")
+        .args(["-R", "a-w"])
+        .arg(env.repo.join("data"))
+        .status()
+        .unwrap();
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin(),
+            "backup",
+        ])
+        .arg(&src)
+        .env("SNAP_REPOSITORY", &env.repo)
+        .env("SNAP_PASSWORD", PASSWORD)
+        .env("SNAP_CACHE_DIR", env.path("cache-nobody"))
+        .env("HOME", env.dir.path())
+        .output()
+        .unwrap();
+    Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(env.repo.join("data"))
+        .status()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(
+        err.contains("Permission denied") && err.contains("data/"),
+        "the cause, naming the pack file, not a consequence: {err}"
+    );
+    assert!(
+        !err.contains("interrupted") && !err.contains("pipeline stopped"),
+        "{err}"
+    );
+    assert_no_panic(&o);
+    assert!(env.ok(&["snapshots"]).contains("0 snapshot(s)"));
+}
+
+#[test]
 fn flipped_byte_in_a_pack_stops_restore_naming_pack_and_file() {
     let env = Env::new(&[]);
     let src = env.path("src");
