@@ -243,3 +243,30 @@ pub fn write(path: &Path, data: &[u8]) {
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
+
+/// `chmod -R MODE path`, when `path` exists.
+pub fn chmod_r(mode: &str, path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    let ok = Command::new("chmod")
+        .args(["-R", mode])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "chmod -R {mode} {path:?}");
+}
+
+/// Runs snap as user `nobody` (root only) on `env`'s repository, with a cache of its own.
+pub fn snap_as_nobody(env: &Env, args: &[&std::ffi::OsStr]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
+        .args(args)
+        .env("SNAP_REPOSITORY", &env.repo)
+        .env("SNAP_PASSWORD", PASSWORD)
+        .env("SNAP_CACHE_DIR", env.path("cache-nobody"))
+        .env("HOME", env.dir.path())
+        .output()
+        .unwrap()
+}

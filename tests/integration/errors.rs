@@ -3,7 +3,6 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use crate::common::*;
 
@@ -65,30 +64,14 @@ fn unreadable_file_gives_exit_3_and_an_incomplete_snapshot() {
     write(&src.join("locked.txt"), b"secret");
     fs::set_permissions(src.join("locked.txt"), fs::Permissions::from_mode(0o000)).unwrap();
     for d in [env.dir.path(), &env.repo, &env.cache, &src] {
-        Command::new("chmod")
-            .args(["-R", "a+rwX"])
-            .arg(d)
-            .status()
-            .unwrap();
+        chmod_r("a+rwX", d);
     }
     fs::set_permissions(src.join("locked.txt"), fs::Permissions::from_mode(0o000)).unwrap();
     fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            bin(),
-            "--json",
-            "backup",
-        ])
-        .arg(&src)
-        .env("SNAP_REPOSITORY", &env.repo)
-        .env("SNAP_PASSWORD", PASSWORD)
-        .env("SNAP_CACHE_DIR", env.path("cache-nobody"))
-        .env("HOME", env.dir.path())
-        .output()
-        .unwrap();
+    let o = snap_as_nobody(
+        &env,
+        &["--json".as_ref(), "backup".as_ref(), src.as_os_str()],
+    );
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert!(
         stderr(&o).contains("locked.txt"),
@@ -128,38 +111,12 @@ fn a_failed_pack_write_is_the_error_reported_whichever_walker_meets_it() {
         }
     }
     for d in [env.dir.path(), &env.repo, &src] {
-        Command::new("chmod")
-            .args(["-R", "a+rwX"])
-            .arg(d)
-            .status()
-            .unwrap();
+        chmod_r("a+rwX", d);
     }
     // The user running the backup may take locks but not add packs.
-    Command::new("chmod")
-        .args(["-R", "a-w"])
-        .arg(env.repo.join("data"))
-        .status()
-        .unwrap();
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            bin(),
-            "backup",
-        ])
-        .arg(&src)
-        .env("SNAP_REPOSITORY", &env.repo)
-        .env("SNAP_PASSWORD", PASSWORD)
-        .env("SNAP_CACHE_DIR", env.path("cache-nobody"))
-        .env("HOME", env.dir.path())
-        .output()
-        .unwrap();
-    Command::new("chmod")
-        .args(["-R", "u+w"])
-        .arg(env.repo.join("data"))
-        .status()
-        .unwrap();
+    chmod_r("a-w", &env.repo.join("data"));
+    let o = snap_as_nobody(&env, &["backup".as_ref(), src.as_os_str()]);
+    chmod_r("u+w", &env.repo.join("data"));
     let err = stderr(&o);
     assert_eq!(code(&o), 1, "{err}");
     assert!(
