@@ -13,8 +13,8 @@
 //! flight, which this disk needs to reach its bandwidth while packs are being written.
 //!
 //! The tree of a source that does not change during the backup does not depend on which walker
-//! built which directory. (Two links of one inode met by two walkers at once are both read; the
-//! content is stored once, and only the counts of new and unmodified files differ.) The first
+//! built which directory. Of several links to one inode, the first met is read and the others
+//! take its content, a walker meeting one while another reads it waiting for that. The first
 //! error that is a cause stops every walker and is the one reported. A walker only ever waits for
 //! subtrees it handed off, and only an idle walker accepts one, so the waits cannot form a cycle.
 //! Memory is bounded per walker by the depth of the tree times the width of a directory, never
@@ -25,8 +25,8 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::thread::Scope;
 
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded};
@@ -67,7 +67,9 @@ pub(super) struct Shared<'a, 's> {
     /// Walkers waiting for a hand-off.
     idle: AtomicUsize,
     /// Content of multiply-linked files already read, by (device, inode).
-    hardlinks: Mutex<HashMap<(u64, u64), Vec<Extent>>>,
+    hardlinks: Mutex<HashMap<(u64, u64), Link>>,
+    /// Signalled when a multiply-linked file's first read ends (in content, or in failure).
+    link_read: Condvar,
     handoff_tx: Sender<Handoff>,
     handoff_rx: Receiver<Handoff>,
 }
@@ -91,6 +93,7 @@ impl<'a, 's> Shared<'a, 's> {
             failure: Mutex::new(None),
             idle: AtomicUsize::new(0),
             hardlinks: Mutex::new(HashMap::new()),
+            link_read: Condvar::new(),
             handoff_tx,
             handoff_rx,
         }
@@ -108,6 +111,12 @@ impl Shared<'_, '_> {
             }
         }
     }
+}
+
+/// A multiply-linked file: being read by one walker (the others wait for it), or read.
+enum Link {
+    Reading,
+    Read(Vec<Extent>),
 }
 
 /// A subdirectory handed to an idle walker; its tree id (or the failure) goes back on `reply`.
@@ -550,22 +559,22 @@ impl<'a, 's> Walker<'a, 's> {
                 return Ok(Some(Pending::default()));
             }
         }
-        if md.nlink() > 1 {
-            let links = self
-                .shared
-                .hardlinks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if let Some(content) = links.get(&link_key(md)) {
-                node.content = content.clone();
-                // The size must match the content recorded for the first link, even if the
-                // file changed in between.
-                node.size = node.content.iter().map(|e| e.1).sum();
-                self.summary.files_unmodified += 1;
-                return Ok(Some(Pending::default()));
-            }
+        if md.nlink() > 1
+            && let Some(content) = self.first_link(md)?
+        {
+            node.content = content;
+            // The size must match the content recorded for the first link, even if the file
+            // changed in between.
+            node.size = node.content.iter().map(|e| e.1).sum();
+            self.summary.files_unmodified += 1;
+            return Ok(Some(Pending::default()));
         }
-        let mut chunks = match self.read_file(path, md, node) {
+        let read = self.read_file(path, md, node);
+        if md.nlink() > 1 && read.is_err() {
+            // Another link may succeed: let a waiting walker (or a later link) read it.
+            self.link_done(md, None);
+        }
+        let mut chunks = match read {
             Ok(p) => p,
             Err(ReadError::Io(e)) => {
                 self.error(path, e);
@@ -580,17 +589,59 @@ impl<'a, 's> Walker<'a, 's> {
         }
         if md.nlink() > 1 {
             // Later links reuse this content, so it must be complete now.
-            resolve_chunks(node, std::mem::take(&mut chunks))?;
-            self.shared
-                .hardlinks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(link_key(md), node.content.clone());
+            let resolved = resolve_chunks(node, std::mem::take(&mut chunks));
+            let content = resolved.is_ok().then(|| node.content.clone());
+            self.link_done(md, content);
+            resolved?;
         }
         Ok(Some(Pending {
             chunks,
             subtree: None,
         }))
+    }
+
+    /// The content of an inode another link of which was read already (waiting while another
+    /// walker reads it); `None` when this walker is to read it, now marked as being read.
+    fn first_link(&self, md: &std::fs::Metadata) -> Result<Option<Vec<Extent>>> {
+        let key = link_key(md);
+        let mut links = self
+            .shared
+            .hardlinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        loop {
+            match links.get(&key) {
+                Some(Link::Read(content)) => return Ok(Some(content.clone())),
+                Some(Link::Reading) => {
+                    self.check_interrupt()?;
+                    links = self
+                        .shared
+                        .link_read
+                        .wait_timeout(links, std::time::Duration::from_millis(100))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+                None => {
+                    links.insert(key, Link::Reading);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Ends this walker's read of a multiply-linked file: its content, or `None` on failure.
+    fn link_done(&self, md: &std::fs::Metadata, content: Option<Vec<Extent>>) {
+        let mut links = self
+            .shared
+            .hardlinks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match content {
+            Some(c) => links.insert(link_key(md), Link::Read(c)),
+            None => links.remove(&link_key(md)),
+        };
+        drop(links);
+        self.shared.link_read.notify_all();
     }
 
     fn read_file(
