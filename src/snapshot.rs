@@ -134,11 +134,17 @@ pub struct SnapshotFilter {
 
 impl SnapshotFilter {
     pub fn matches(&self, s: &Snapshot) -> bool {
-        let pre_restore = s.tags.iter().any(|t| t == PRE_RESTORE_TAG);
         self.host.as_ref().is_none_or(|h| &s.host == h)
             && self.tags.iter().all(|t| s.tags.contains(t))
             && (!self.with_database || s.mysql.is_some())
-            && (!pre_restore || self.tags.iter().any(|t| t == PRE_RESTORE_TAG))
+    }
+
+    /// Whether `s` may be what `latest` means: it matches, and is not a safety copy unless the
+    /// filter names that tag.
+    pub fn may_be_latest(&self, s: &Snapshot) -> bool {
+        self.matches(s)
+            && (!s.tags.iter().any(|t| t == PRE_RESTORE_TAG)
+                || self.tags.iter().any(|t| t == PRE_RESTORE_TAG))
     }
 
     /// `latest`, with the filters spelled out, for messages.

@@ -101,6 +101,11 @@ impl<'a, 's> Shared<'a, 's> {
 }
 
 impl Shared<'_, '_> {
+    /// Ctrl-C, or another walker failed.
+    fn stopped(&self) -> bool {
+        self.interrupt.load(Ordering::Relaxed) || self.abort.load(Ordering::Relaxed)
+    }
+
     /// Stops every walker; keeps `e` if it is the first cause.
     fn fail(&self, e: Error) {
         self.abort.store(true, Ordering::Relaxed);
@@ -306,9 +311,7 @@ impl<'a, 's> Walker<'a, 's> {
     }
 
     fn check_interrupt(&self) -> Result<()> {
-        if self.shared.interrupt.load(Ordering::Relaxed)
-            || self.shared.abort.load(Ordering::Relaxed)
-        {
+        if self.shared.stopped() {
             Err(Error::Interrupted)
         } else {
             Ok(())
@@ -666,9 +669,7 @@ impl<'a, 's> Walker<'a, 's> {
             let mut region = (&mut src).take(len);
             self.chunker.reset();
             while let Some(chunk) = self.chunker.next_chunk(&mut region)? {
-                if self.shared.interrupt.load(Ordering::Relaxed)
-                    || self.shared.abort.load(Ordering::Relaxed)
-                {
+                if self.shared.stopped() {
                     return Err(ReadError::Fatal(Error::Interrupted));
                 }
                 let n = chunk.len() as u64;

@@ -1,6 +1,7 @@
 //! `snap snapshots`: list snapshots, optionally filtered by host and tag.
 
 use anyhow::Result;
+use snap::snapshot::SnapshotFilter;
 
 use super::{Ctx, bytes};
 
@@ -16,11 +17,15 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let mut repo = ctx.open()?;
+    let filter = SnapshotFilter {
+        host: a.host,
+        tags: a.tag,
+        with_database: false,
+    };
     let list: Vec<_> = repo
         .snapshots()?
         .into_iter()
-        .filter(|(_, s)| a.host.as_ref().is_none_or(|h| &s.host == h))
-        .filter(|(_, s)| a.tag.iter().all(|t| s.tags.contains(t)))
+        .filter(|(_, s)| filter.matches(s))
         .collect();
     ctx.notes(&repo.notes);
     if ctx.json {

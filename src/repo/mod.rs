@@ -411,7 +411,7 @@ impl Repository {
             return all
                 .into_iter()
                 .rev()
-                .find(|(_, s)| filter.matches(s))
+                .find(|(_, s)| filter.may_be_latest(s))
                 .ok_or_else(|| Error::SnapshotNotFound(filter.describe_latest()));
         }
         let spec_l = spec.to_ascii_lowercase();

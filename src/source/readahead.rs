@@ -66,8 +66,10 @@ enum Piece {
 }
 
 /// The walker's end of the read-ahead thread.
+/// Dropping it ends the reader: the request channel closes (the reader stops when it next waits
+/// for a request) and so does the piece channel (a send it is blocked on fails).
 pub struct ReadAhead {
-    requests: Option<Sender<Request>>,
+    requests: Sender<Request>,
     pieces: Receiver<Piece>,
     /// Requested and not yet opened or skipped, oldest first.
     asked: VecDeque<PathBuf>,
@@ -79,7 +81,7 @@ impl ReadAhead {
         let (piece_tx, piece_rx) = bounded(PIECES);
         scope.spawn(move || reader(req_rx, piece_tx));
         ReadAhead {
-            requests: Some(req_tx),
+            requests: req_tx,
             pieces: piece_rx,
             asked: VecDeque::new(),
         }
@@ -87,14 +89,13 @@ impl ReadAhead {
 
     /// Asks for `path` to be read ahead; `md` is what the walker's `lstat` saw.
     pub fn request(&mut self, path: PathBuf, md: &Metadata) {
-        let Some(tx) = &self.requests else { return };
         let req = Request {
             path: path.clone(),
             size: md.size(),
             blocks: md.blocks(),
             file: None,
         };
-        if tx.send(req).is_ok() {
+        if self.requests.send(req).is_ok() {
             self.asked.push_back(path);
         }
     }
@@ -103,12 +104,7 @@ impl ReadAhead {
     pub fn open(&mut self, path: &Path, md: &Metadata) -> io::Result<FileSource<'_>> {
         if self.asked.front().is_some_and(|p| p == path) {
             self.asked.pop_front();
-            let mut src = Ahead {
-                ra: self,
-                cur: Vec::new(),
-                used: 0,
-                done: false,
-            };
+            let mut src = Ahead::new(self);
             return match src.next_piece()? {
                 Some(Piece::Open(Ok(regions))) => Ok(FileSource {
                     regions,
@@ -154,21 +150,8 @@ impl ReadAhead {
     pub fn skip(&mut self, path: &Path) {
         if self.asked.front().is_some_and(|p| p == path) {
             self.asked.pop_front();
-            drop(Ahead {
-                ra: self,
-                cur: Vec::new(),
-                used: 0,
-                done: false,
-            });
+            drop(Ahead::new(self));
         }
-    }
-}
-
-impl Drop for ReadAhead {
-    fn drop(&mut self) {
-        // Closing the request channel ends the reader when it next waits for a request; the
-        // receiver goes with `self`, so a send it is blocked on fails and ends it too.
-        self.requests = None;
     }
 }
 
@@ -207,7 +190,17 @@ struct Ahead<'a> {
     done: bool,
 }
 
-impl Ahead<'_> {
+impl<'a> Ahead<'a> {
+    /// The pieces of the next requested file (dropped unread, it drains them).
+    fn new(ra: &'a ReadAhead) -> Self {
+        Ahead {
+            ra,
+            cur: Vec::new(),
+            used: 0,
+            done: false,
+        }
+    }
+
     fn next_piece(&mut self) -> io::Result<Option<Piece>> {
         if self.done {
             return Ok(None);
