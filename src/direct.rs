@@ -119,7 +119,9 @@ impl std::ops::Deref for AlignedVec {
 /// Opens `path` for O_DIRECT writing (with `create_new` when asked), or says why not.
 pub fn open_direct(path: &Path, create_new: bool) -> io::Result<File> {
     let mut o = OpenOptions::new();
-    o.write(true).custom_flags(libc::O_DIRECT);
+    o.write(true)
+        .custom_flags(libc::O_DIRECT | libc::O_NOFOLLOW)
+        .mode(crate::private::FILE_MODE);
     if create_new {
         o.create_new(true);
     }

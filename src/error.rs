@@ -18,6 +18,8 @@ pub enum Error {
     NoPassword,
     #[error("repository is locked: {0}")]
     Locked(String),
+    #[error("lost the repository lock: {0}")]
+    LockLost(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,

@@ -67,7 +67,8 @@ impl Index {
     pub fn open(path: &Path) -> Result<(Index, bool)> {
         let created = !path.join("CURRENT").exists();
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("cannot create", parent, e))?;
+            crate::private::create_dir_all(parent)
+                .map_err(|e| Error::io("cannot create", parent, e))?;
         }
         let db = DB::open(&options(), path).map_err(|e| Error::Index {
             path: path.into(),

@@ -9,13 +9,37 @@
 
 use std::time::Duration;
 
+/// Whether `pid` names a running process on this host (a pid reused after a crash keeps the
+/// lock; `snap unlock` says which process holds it, and removing that file by hand is the way out).
+fn process_alive(pid: u32) -> bool {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks whether the pid exists.
+    let r = unsafe { libc::kill(raw, 0) };
+    !(r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
+}
+
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{CryptoError, MasterKey};
 use crate::envelope::{self, EnvelopeError, Kind};
 
-/// A lock not refreshed for this long is stale (locks are refreshed every five minutes).
-pub const STALE_AFTER: Duration = Duration::from_secs(1800);
+/// How often a held lock is rewritten: five minutes, or `SNAP_LOCK_REFRESH` seconds (a tuning
+/// and test knob; every process sharing a repository must agree on it).
+pub fn refresh() -> Duration {
+    std::env::var("SNAP_LOCK_REFRESH")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.01 && *s <= 86_400.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(300))
+}
+
+/// A lock of another host not refreshed for this long (six refreshes: thirty minutes) is stale.
+pub fn stale_after() -> Duration {
+    refresh() * 6
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
@@ -53,19 +77,19 @@ impl LockInfo {
             .unwrap_or(Duration::MAX)
     }
 
-    /// Stale: not refreshed for `STALE_AFTER`, or its process no longer exists on this host.
+    /// Whether the lock was taken on this host (so its process can be looked at).
+    pub fn is_local(&self) -> bool {
+        self.host == crate::hostname()
+    }
+
+    /// Stale: on this host, its process is gone (however old the lock: a live process may have a
+    /// reason not to refresh, and it is the one to stop); on another host, not refreshed for
+    /// [`stale_after`].
     pub fn is_stale(&self) -> bool {
-        if self.age() > STALE_AFTER {
-            return true;
+        if self.is_local() {
+            return !process_alive(self.pid);
         }
-        if self.host == crate::hostname() {
-            // SAFETY: kill with signal 0 only checks whether the pid exists.
-            let r = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
-            if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
-                return true;
-            }
-        }
-        false
+        self.age() > stale_after()
     }
 
     pub fn describe(&self) -> String {

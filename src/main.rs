@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use snap::error::Error;
 
 /// Exit codes: 0 ok, 1 fatal (and `check` found damage), 2 usage (from clap), 3 snapshot written
-/// but incomplete, 10 no repository, 11 lock not taken, 12 wrong password, 20 database
+/// but incomplete, 10 no repository, 11 lock not taken, 12 wrong password, 13 lock lost (its
+/// refresh failed for too long; the operation stopped), 20 database
 /// unreachable, 21 database access denied, 22 database backup lock not granted in time,
 /// 23 skipped: a database backup of the same server is already running, 24 database verification
 /// failed, 130 interrupted.
@@ -16,6 +17,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>().map(Error::root) {
         Some(Error::NoRepository(_)) => 10,
         Some(Error::Locked(_)) => 11,
+        Some(Error::LockLost(_)) => 13,
         Some(Error::WrongPassword(_)) => 12,
         Some(Error::MysqlUnreachable { .. }) => 20,
         Some(Error::MysqlAccessDenied { .. }) => 21,
@@ -28,6 +30,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 fn main() -> ExitCode {
+    // Everything snap creates is private to its owner (see `snap::private`); restored files get
+    // their recorded modes explicitly.
+    snap::private::set_umask();
     // Chunk, compression and pack buffers are megabytes each and pass between threads; glibc's
     // dynamic mmap threshold would keep every freed one in per-thread arenas. A fixed threshold
     // returns them to the system, keeping peak memory at what the bounded queues hold.

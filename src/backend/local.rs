@@ -1,15 +1,17 @@
 //! The local file system backend. Writes go to a temporary file in the target directory, are
 //! fsynced, renamed into place and the directory fsynced, so a file either exists whole or not at
-//! all, whatever instant the process is killed.
+//! all, whatever instant the process is killed. Everything is private to the owner
+//! ([`crate::private`]): directories 0700, files 0600 while written, packs 0400 once in place.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::Backend;
 use crate::direct;
 use crate::error::{Error, Result};
+use crate::private;
 
 pub struct LocalBackend {
     root: PathBuf,
@@ -33,11 +35,11 @@ impl LocalBackend {
     pub fn create_layout(&self) -> Result<()> {
         for d in ["keys", "snapshots", "locks", "data"] {
             let p = self.full(d);
-            fs::create_dir_all(&p).map_err(|e| Error::io("cannot create", &p, e))?;
+            private::create_dir_all(&p).map_err(|e| Error::io("cannot create", &p, e))?;
         }
         for i in 0..=255u8 {
             let p = self.full(&format!("data/{i:02x}"));
-            fs::create_dir_all(&p).map_err(|e| Error::io("cannot create", &p, e))?;
+            private::create_dir_all(&p).map_err(|e| Error::io("cannot create", &p, e))?;
         }
         Ok(())
     }
@@ -92,6 +94,17 @@ impl Backend for LocalBackend {
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let p = self.full(path);
         let f = File::open(&p).map_err(|e| Error::io("cannot open", &p, e))?;
+        // `len` comes from a pack header or the index: never allocate past the file's end.
+        let size = f
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &p, e))?
+            .len();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::corrupt(
+                path,
+                format!("{len} bytes at offset {offset} lie beyond its end ({size} bytes)"),
+            ));
+        }
         let mut buf = vec![0u8; len as usize];
         f.read_exact_at(&mut buf, offset)
             .map_err(|e| Error::io("cannot read", &p, e))?;
@@ -125,16 +138,29 @@ impl Backend for LocalBackend {
     fn write(&self, path: &str, bytes: &[u8]) -> Result<()> {
         let p = self.full(path);
         let dir = p.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+        private::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd)?;
         let tmp = dir.join(format!(".tmp-{}", hex::encode(rnd)));
-        let res = write_direct(&tmp, bytes).or_else(|_| {
-            let _ = fs::remove_file(&tmp);
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()
-        });
+        let res = write_direct(&tmp, bytes)
+            .or_else(|_| {
+                let _ = fs::remove_file(&tmp);
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(private::FILE_MODE)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&tmp)?;
+                f.write_all(bytes)?;
+                f.sync_all()
+            })
+            .and_then(|()| {
+                // Packs are never modified: read-only once written (other files are removed later).
+                if path.starts_with("data/") {
+                    fs::set_permissions(&tmp, fs::Permissions::from_mode(private::PACK_MODE))?;
+                }
+                Ok(())
+            });
         if let Err(e) = res {
             let _ = fs::remove_file(&tmp);
             return Err(Error::io("cannot write", &tmp, e));

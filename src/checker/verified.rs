@@ -139,12 +139,18 @@ impl Verified {
             text.push_str(&format!("{id} {t}\n"));
         }
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
-        let tmp = self
-            .path
-            .with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, text).map_err(|e| Error::io("cannot write", &tmp, e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| Error::io("cannot rename", &self.path, e))
+        crate::private::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+        // A fresh, private, unpredictable name (O_EXCL): never a path another user can plant.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".verified-")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io("cannot create", dir, e))?;
+        use std::io::Write;
+        tmp.write_all(text.as_bytes())
+            .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+        tmp.persist(&self.path)
+            .map_err(|e| Error::io("cannot rename", &self.path, e.error))?;
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use snap::archiver::{self, BackupOptions, BackupProgress};
-use snap::repo::lock::LockGuard;
+use snap::repo::lock::Operation;
 use snap::snapshot::BackupKind;
 
 use super::progress::Ticker;
@@ -67,7 +67,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         mysql: a.db.source()?,
     };
     let mut repo = ctx.open()?;
-    let _lock = LockGuard::take(repo.backend().clone(), repo.key(), false)?;
+    let _lock = ctx.lock(&repo, Operation::Backup)?;
     let progress = Arc::new(BackupProgress::default());
     let p = progress.clone();
     let ticker = Ticker::start(

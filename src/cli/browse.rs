@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 use snap::error::Error;
+use snap::repo::lock::Operation;
 use snap::tree::{Node, NodeKind};
 
 use super::Ctx;
@@ -80,6 +81,7 @@ fn line(path: &str, n: &Node, long: bool, json: bool) -> String {
 
 pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<u8> {
     let mut repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, Operation::Browse)?;
     let (id, snap) = repo.find_snapshot(&a.snapshot, &a.latest.filter())?;
     let node = repo.resolve(&snap.tree, &id.short(), &a.path)?;
     let out = std::io::stdout();
@@ -99,6 +101,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<u8> {
 
 pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<u8> {
     let mut repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, Operation::Browse)?;
     let (id, snap) = repo.find_snapshot(&a.snapshot, &a.latest.filter())?;
     let node = repo.resolve(&snap.tree, &id.short(), &a.path)?;
     if node.kind != NodeKind::File {

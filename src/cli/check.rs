@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use snap::checker::{self, ReadData};
-use snap::repo::lock::{self, LockGuard};
+use snap::repo::lock::{self, Operation};
 
 use super::{Ctx, bytes};
 
@@ -19,7 +19,8 @@ pub struct Args {
 
 #[derive(clap::Args)]
 pub struct UnlockArgs {
-    /// Remove every lock, not only stale ones (only when no snap is running anywhere)
+    /// Also remove other hosts' locks that missed two refreshes (never a lock whose process
+    /// runs on this host, nor one refreshed within the last two refresh periods)
     #[arg(long)]
     remove_all: bool,
 }
@@ -32,6 +33,7 @@ pub enum Repair {
 
 pub fn repair_index(ctx: &Ctx) -> Result<u8> {
     let mut repo = ctx.open()?;
+    let _lock = ctx.lock(&repo, Operation::RepairIndex)?;
     let opened = repo.notes.len();
     let packs = repo.rebuild_index()?;
     ctx.notes(&repo.notes[opened..]);
@@ -45,7 +47,7 @@ pub fn repair_index(ctx: &Ctx) -> Result<u8> {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let mut repo = ctx.open()?;
-    let _lock = LockGuard::take(repo.backend().clone(), repo.key(), false)?;
+    let _lock = ctx.lock(&repo, Operation::Check)?;
     let read = match (a.read_data, a.read_data_subset) {
         (_, Some(subset)) => subset,
         (true, None) => ReadData::All,
@@ -108,11 +110,14 @@ fn exit_code(r: &checker::CheckReport) -> u8 {
 
 pub fn unlock(ctx: &Ctx, a: UnlockArgs) -> Result<u8> {
     let repo = ctx.open()?;
-    let removed = lock::remove_stale(repo.backend().as_ref(), repo.key(), a.remove_all)?;
+    let r = lock::remove_stale(repo.backend().as_ref(), repo.key(), a.remove_all)?;
     if ctx.json {
-        println!("{}", serde_json::json!({"removed": removed}));
+        println!("{}", serde_json::to_string_pretty(&r)?);
     } else if !ctx.quiet {
-        println!("removed {} lock(s)", removed.len());
+        println!("removed {} lock(s)", r.removed.len());
+        for k in &r.kept {
+            println!("kept {k}");
+        }
     }
     Ok(0)
 }

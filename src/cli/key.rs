@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use snap::keyfile::{DEFAULT_ITERATIONS, DEFAULT_MEMORY_KIB};
 use snap::repo::keys;
+use snap::repo::lock::Operation;
 use zeroize::Zeroizing;
 
 use super::Ctx;
@@ -54,6 +55,14 @@ impl NewPassword {
 
 pub fn run(ctx: &Ctx, cmd: Key) -> Result<u8> {
     let repo = ctx.open()?;
+    let op = match &cmd {
+        Key::List => Operation::KeyList,
+        Key::Add(_) => Operation::KeyAdd,
+        Key::Remove { .. } => Operation::KeyRemove,
+        Key::Passwd(_) => Operation::KeyPasswd,
+    };
+    // Held until the key files are written or removed: they are read again under the lock.
+    let _lock = ctx.lock(&repo, op)?;
     let (what, id) = match cmd {
         Key::List => {
             let list = keys::list(&repo)?;

@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use snap::error::Error;
-use snap::repo::Repository;
+use snap::repo::{Repository, lock};
 use zeroize::Zeroizing;
 
 #[derive(Parser)]
@@ -127,6 +127,12 @@ impl Ctx {
         }
     }
 
+    /// The lock `op` needs (one table: `snap::repo::lock::Operation::lock`); losing it raises
+    /// the interrupt flag, and `run` reports why.
+    pub fn lock(&self, repo: &Repository, op: lock::Operation) -> Result<lock::LockGuard> {
+        Ok(lock::LockGuard::for_op(repo, op, self.interrupt.clone())?)
+    }
+
     /// Progress bars only for a human watching a terminal.
     pub fn show_progress(&self) -> bool {
         !self.quiet && !self.json && std::io::stderr().is_terminal()
@@ -149,7 +155,7 @@ pub fn run() -> Result<u8> {
         json: cli.json,
         interrupt,
     };
-    match cli.cmd {
+    let r = match cli.cmd {
         Command::Init(a) => init::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),
         Command::Snapshots(a) => snapshots::run(&ctx, a),
@@ -162,6 +168,11 @@ pub fn run() -> Result<u8> {
         Command::Repair(check::Repair::Index) => check::repair_index(&ctx),
         Command::Mysql(m) => mysql::run(&ctx, m),
         Command::Verify(a) => verify::run(&ctx, a),
+    };
+    // An operation stopped because its lock could not be kept says so, not "interrupted".
+    match (r, lock::lost()) {
+        (Err(_), Some(lost)) => Err(lost.into()),
+        (r, _) => r,
     }
 }
 

@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use snap::database::{self, DbRestoreOptions};
 use snap::mysql::restore::RestoreOptions;
-use snap::repo::lock::LockGuard;
+use snap::repo::lock::Operation;
 
 use super::Ctx;
 use super::latest::LatestArgs;
@@ -64,7 +64,7 @@ pub fn run(ctx: &Ctx, m: Mysql) -> Result<u8> {
         host: None,
     };
     let mut repo = ctx.open()?;
-    let _lock = LockGuard::take(repo.backend().clone(), repo.key(), false)?;
+    let _lock = ctx.lock(&repo, Operation::MysqlRestore)?;
     let (id, _) = repo.find_snapshot(&a.snapshot, &a.latest.database_filter())?;
     let out = database::restore(&mut repo, &id, &opts, &ctx.interrupt)?;
     if ctx.json {

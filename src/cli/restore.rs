@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::Result;
-use snap::repo::lock::LockGuard;
+use snap::repo::lock::Operation;
 use snap::restorer::{self, RestoreOptions, RestoreProgress};
 
 use super::latest::LatestArgs;
@@ -35,7 +35,7 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let (spec, sub) = a.snapshot.split_once(':').unwrap_or((&a.snapshot, ""));
     let mut repo = ctx.open()?;
-    let _lock = LockGuard::take(repo.backend().clone(), repo.key(), false)?;
+    let _lock = ctx.lock(&repo, Operation::Restore)?;
     let (id, snap) = repo.find_snapshot(spec, &a.latest.filter())?;
     let root = repo.resolve(&snap.tree, &id.short(), sub)?;
     let opts = RestoreOptions {
@@ -63,6 +63,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let summary = summary?;
     for w in &summary.warnings {
         eprintln!("snap: warning: {w}");
+    }
+    if summary.setid_dropped > 0 && !ctx.quiet {
+        eprintln!(
+            "snap: note: setuid/setgid bits not restored on {} entries (only root restores them)",
+            summary.setid_dropped
+        );
     }
     if ctx.json {
         println!(

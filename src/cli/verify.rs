@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use snap::database::drill::{self, DrillOptions};
-use snap::repo::lock::LockGuard;
+use snap::repo::lock::Operation;
 
 use super::Ctx;
 use super::latest::LatestArgs;
@@ -37,7 +37,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let repo = ctx.open()?;
-    let _lock = LockGuard::take(repo.backend().clone(), repo.key(), false)?;
+    let _lock = ctx.lock(&repo, Operation::Verify)?;
     let mut repo = repo;
     let (id, _) = repo.find_snapshot(&a.snapshot, &a.latest.filter())?;
     let opts = DrillOptions {

@@ -16,6 +16,9 @@ pub struct KeyInfo {
     pub host: String,
     pub user: String,
     pub created: String,
+    /// Whether the file decodes as a key file at all (a stray or damaged file does not count
+    /// as a key that could open the repository).
+    pub readable: bool,
 }
 
 /// Every key file, with its metadata (unreadable ones are listed with empty metadata).
@@ -32,6 +35,7 @@ pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>> {
             current: path == repo.key_path(),
             host: kf.as_ref().map(|k| k.host.clone()).unwrap_or_default(),
             user: kf.as_ref().map(|k| k.user.clone()).unwrap_or_default(),
+            readable: kf.is_some(),
             created: kf.map(|k| k.created).unwrap_or_default(),
         });
     }
@@ -48,7 +52,9 @@ pub fn add(repo: &Repository, password: &[u8], memory_kib: u32, iterations: u32)
     Ok(id)
 }
 
-/// Removes the key whose id starts with `prefix`. The key in use and the last key are refused.
+/// Removes the key whose id starts with `prefix`. The key in use and the last readable key are
+/// refused. The caller holds the exclusive lock (`Operation::KeyRemove`): the key files are read
+/// here, under it, so two removals cannot each see "another key left".
 pub fn remove(repo: &Repository, prefix: &str) -> Result<String> {
     let keys = list(repo)?;
     let hits: Vec<&KeyInfo> = keys
@@ -64,7 +70,14 @@ pub fn remove(repo: &Repository, prefix: &str) -> Result<String> {
         }
         _ => return Err(Error::Usage(format!("key prefix {prefix:?} is ambiguous"))),
     };
-    if keys.len() == 1 {
+    if !repo.backend().exists(repo.key_path())? {
+        return Err(Error::Usage(
+            "the key this process opened the repository with was removed meanwhile; open it \
+             again and retry"
+                .into(),
+        ));
+    }
+    if !keys.iter().any(|k| k.readable && k.id != key.id) {
         return Err(Error::Usage(
             "refusing to remove the last key: the repository could never be opened again".into(),
         ));

@@ -1,22 +1,69 @@
-//! Repository locks: `locks/<id>` files naming host, pid, user and time.
+//! Repository locks: `locks/<id>` files naming host, pid, user and time, and the one table that
+//! says which operation takes which lock ([`Operation::lock`], written out in repo-format.md).
 //!
-//! Backup, restore and check take a shared lock; forget and prune (later) an exclusive one. A lock
-//! is refreshed every five minutes by writing a new file and removing the old one (files are never
-//! modified), so a lock older than thirty minutes, or one whose process is gone on this host, is
-//! stale. A stale lock is reported with its host, pid and age and left for `snap unlock`: breaking
-//! it silently could let a prune delete what a slow backup is still writing.
+//! Operations that only add files (backup) or only read (restore, check, verify) take a shared
+//! lock; operations that delete what others may need (removing a key, rebuilding the index
+//! cache, and the deleting phases of forget and prune) take an exclusive one. Taking a lock is
+//! write-then-look: the lock file is written, then every other lock is read again, so of two
+//! processes racing for conflicting locks at least one sees the other and backs off (exit 11).
+//!
+//! A lock is refreshed every [`refresh`] by writing a new file and removing the old one (files
+//! are never modified). A failed refresh is retried every few seconds; when none has succeeded
+//! for `stale − refresh` — before any other process may call the lock stale — the operation is
+//! stopped (through its interrupt flag) and fails with [`Error::LockLost`] rather than going on
+//! unprotected while a prune on another host deletes what it writes.
+//!
+//! Staleness ([`LockInfo::is_stale`]): a lock of this host is stale only when its process is
+//! gone, however old; a lock of another host when it has not been refreshed for the stale age.
+//! `snap unlock` removes only stale and unreadable locks; `--remove-all` also removes other
+//! hosts' locks that missed two refreshes, and never a lock whose process runs here.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::id::Id;
 
-pub const REFRESH: Duration = Duration::from_secs(300);
-pub use crate::lockfile::{LockInfo, STALE_AFTER};
+pub use crate::lockfile::{LockInfo, refresh, stale_after};
+
+/// Which lock an operation holds while it runs. The table repo-format.md prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Backup,
+    Restore,
+    /// `ls`, `cat`: read trees and packs a prune could delete.
+    Browse,
+    Check,
+    Verify,
+    MysqlRestore,
+    KeyList,
+    KeyAdd,
+    KeyRemove,
+    KeyPasswd,
+    RepairIndex,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+impl Operation {
+    pub fn lock(self) -> LockMode {
+        use Operation::*;
+        match self {
+            Backup | Restore | Browse | Check | Verify | MysqlRestore | KeyList => LockMode::Shared,
+            // Two key removals at once could each leave "another key" and together none; a
+            // passwd removes a key; repair rebuilds the index others read.
+            KeyAdd | KeyRemove | KeyPasswd | RepairIndex => LockMode::Exclusive,
+        }
+    }
+}
 
 pub fn write_lock(backend: &dyn Backend, key: &MasterKey, info: &LockInfo) -> Result<String> {
     let bytes = info.encode(key)?;
@@ -41,16 +88,44 @@ pub fn list_locks(
     Ok(out)
 }
 
-/// Removes stale and unreadable locks (every lock when `all`); returns what was removed.
-pub fn remove_stale(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result<Vec<String>> {
-    let mut removed = Vec::new();
+/// What `unlock` removed and what it kept (with the reason).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Unlocked {
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+/// Removes stale and unreadable locks; with `all`, also other hosts' locks that missed two
+/// refreshes. A lock whose process is alive on this host is never removed.
+pub fn remove_stale(backend: &dyn Backend, key: &MasterKey, all: bool) -> Result<Unlocked> {
+    let mut out = Unlocked::default();
     for (path, info) in list_locks(backend, key)? {
-        if all || info.as_ref().is_none_or(|i| i.is_stale()) {
+        let remove = match &info {
+            None => true,
+            Some(i) if i.is_stale() => true,
+            Some(i) if all && !i.is_local() => i.age() > refresh() * 2,
+            Some(_) => false,
+        };
+        if remove {
             backend.remove(&path)?;
-            removed.push(path);
+            out.removed.push(path);
+        } else if let Some(i) = info {
+            out.kept.push(format!("{path}: {}", i.describe()));
         }
     }
-    Ok(removed)
+    Ok(out)
+}
+
+/// Why the lock of this process was lost, once it has been (see the module doc).
+static LOST: Mutex<Option<String>> = Mutex::new(None);
+
+/// The error to report instead of "interrupted" when the operation was stopped because its lock
+/// could not be refreshed.
+pub fn lost() -> Option<Error> {
+    LOST.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .map(Error::LockLost)
 }
 
 /// A held lock; refreshed in the background and removed on drop.
@@ -87,7 +162,32 @@ fn conflicts(
 }
 
 impl LockGuard {
+    /// The lock `op` needs (the table in [`Operation::lock`]); `interrupt` is raised if the lock
+    /// is lost, so the operation stops.
+    pub fn for_op(
+        repo: &super::Repository,
+        op: Operation,
+        interrupt: Arc<AtomicBool>,
+    ) -> Result<LockGuard> {
+        let exclusive = op.lock() == LockMode::Exclusive;
+        Self::take_with(
+            repo.backend().clone(),
+            repo.key(),
+            exclusive,
+            Some(interrupt),
+        )
+    }
+
     pub fn take(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> Result<LockGuard> {
+        Self::take_with(backend, key, exclusive, None)
+    }
+
+    fn take_with(
+        backend: Arc<dyn Backend>,
+        key: &MasterKey,
+        exclusive: bool,
+        interrupt: Option<Arc<AtomicBool>>,
+    ) -> Result<LockGuard> {
         conflicts(backend.as_ref(), key, exclusive, None)?;
         let info = move || LockInfo {
             host: crate::hostname(),
@@ -106,13 +206,33 @@ impl LockGuard {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let (b2, p2, key2) = (backend.clone(), path.clone(), key.clone());
         let thread = std::thread::spawn(move || {
-            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(REFRESH)
+            let (every, give_up) = (refresh(), stale_after().saturating_sub(refresh()));
+            let retry = (every / 5).clamp(Duration::from_millis(10), Duration::from_secs(10));
+            let mut last_ok = Instant::now();
+            let mut wait = every;
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait)
             {
-                if let Ok(new) = write_lock(b2.as_ref(), &key2, &info()) {
-                    let mut cur = p2.lock().unwrap_or_else(|e| e.into_inner());
-                    let _ = b2.remove(&cur);
-                    *cur = new;
+                match write_lock(b2.as_ref(), &key2, &info()) {
+                    Ok(new) => {
+                        let mut cur = p2.lock().unwrap_or_else(|e| e.into_inner());
+                        let _ = b2.remove(&cur);
+                        *cur = new;
+                        last_ok = Instant::now();
+                        wait = every;
+                    }
+                    Err(e) if last_ok.elapsed() >= give_up => {
+                        *LOST.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                            "could not refresh the repository lock for {}s (last error: {e}); \
+                             stopped before other hosts may take the lock as stale. Fix the \
+                             repository's locks/ directory and run again",
+                            last_ok.elapsed().as_secs()
+                        ));
+                        if let Some(i) = &interrupt {
+                            i.store(true, Ordering::SeqCst);
+                        }
+                        return;
+                    }
+                    Err(_) => wait = retry,
                 }
             }
         });

@@ -63,16 +63,46 @@ pub struct Repository {
     pub notes: Vec<String>,
 }
 
-/// `$SNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/snap`, else `~/.cache/snap`.
+/// `$SNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/snap`, else `~/.cache/snap` with `~` from `HOME` or,
+/// when that is unset (cron, systemd units), the user's home in the password database. Never a
+/// shared directory such as `/tmp`: the cache names every backed-up path.
 pub fn default_cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("SNAP_CACHE_DIR") {
         return d.into();
     }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("snap");
     }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".cache/snap")
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache/snap"),
+        None => passwd_home()
+            .map(|h| h.join(".cache/snap"))
+            .unwrap_or_else(|| PathBuf::from("/var/cache/snap")),
+    }
+}
+
+/// The effective user's home directory from the password database.
+fn passwd_home() -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: getpwuid_r writes into `pw` and `buf` (whose length it is given) and sets `out` to
+    // `&pw` on success; both outlive every use of the strings it points into.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        let r = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pw,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut out,
+        );
+        if r != 0 || out.is_null() || pw.pw_dir.is_null() {
+            return None;
+        }
+        let dir = std::ffi::CStr::from_ptr(pw.pw_dir).to_bytes();
+        (!dir.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(dir)))
+    }
 }
 
 fn key_error(e: KeyFileError, path: &str) -> Error {
@@ -143,6 +173,9 @@ impl Repository {
         })?;
         let mut notes = Vec::new();
         let repo_cache = cache_dir.join(config.id.to_hex());
+        for d in [cache_dir, &repo_cache] {
+            crate::private::private_dir(d).map_err(|e| Error::io("cannot create", d, e))?;
+        }
         let index_dir = repo_cache.join("index");
         let (index, created, temp) = match Index::open(&index_dir) {
             Ok((i, c)) => (i, c, None),

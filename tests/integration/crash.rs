@@ -100,19 +100,28 @@ fn sigint_stops_cleanly_with_exit_130() {
     for i in 0..40u64 {
         write(
             &src.join(format!("{i}.bin")),
-            &random_bytes(500 + i, 3_000_000),
+            &random_bytes(500 + i, 8_000_000),
         );
     }
-    let child = env
+    let mut child = env
         .cmd(&["--quiet", "backup", src.to_str().unwrap()])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(150));
+    // Signal once the run holds its lock (it has started), and only while it still runs.
+    let t0 = std::time::Instant::now();
+    while std::fs::read_dir(env.repo.join("locks")).unwrap().count() == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "backup ended first");
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the backup finished before the signal: the test proves nothing"
+    );
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
-    // Either the interrupt landed (130) or the run had already finished (0).
-    let code = out.status.code();
-    assert!(code == Some(130) || code == Some(0), "exit {code:?}");
+    assert_eq!(out.status.code(), Some(130), "exit {:?}", out.status);
     // An interrupted run removes its lock and leaves a repository that checks clean.
     assert_eq!(
         std::fs::read_dir(env.repo.join("locks")).unwrap().count(),

@@ -54,10 +54,10 @@ fn wrong_password_missing_repository_and_usage() {
 
 #[test]
 fn unreadable_file_gives_exit_3_and_an_incomplete_snapshot() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run snap as another user");
-        return;
-    }
+    assert!(
+        is_root(),
+        "this test runs snap as another user through setpriv: run the suite as root"
+    );
     let env = Env::new(&[]);
     let src = env.path("src");
     write(&src.join("ok.txt"), b"fine");
@@ -94,10 +94,10 @@ fn unreadable_file_gives_exit_3_and_an_incomplete_snapshot() {
 
 #[test]
 fn a_failed_pack_write_is_the_error_reported_whichever_walker_meets_it() {
-    if !is_root() {
-        eprintln!("skipped: needs root to run snap as another user");
-        return;
-    }
+    assert!(
+        is_root(),
+        "this test runs snap as another user through setpriv: run the suite as root"
+    );
     let env = Env::new(&[]);
     let src = env.path("src");
     // Enough directories for every walker to be busy, and enough data for packs to be written

@@ -2,15 +2,25 @@
 //!
 //! One thread walks the trees and creates directories, empty files, symlinks, special files and
 //! hard links in order; worker threads fill file contents in parallel (each blob loaded,
-//! authenticated and id-checked before a byte is written), then set the file's metadata.
-//! Directory metadata is applied last, deepest first, so writing children does not disturb
-//! directory times. Holes are skipped with `set_len`, so sparse files stay sparse.
+//! authenticated and id-checked before a byte is written), then set the file's length and
+//! metadata. Holes are never written, so sparse files stay sparse.
+//!
+//! Everything is created and changed through directory descriptors ([`target`]): nothing already
+//! in the target, and nothing swapped into it during the restore, can redirect a write outside
+//! it. A directory's metadata is set when the walk leaves it (through its descriptor): all of its
+//! entries exist by then, and filling file contents afterwards does not change a directory.
+//!
+//! A file's length is set only once all its content is written, and a file whose content could
+//! not be written is removed: a failed restore leaves no file that claims a size it has not got.
 
+mod target;
+
+use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,11 +28,14 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::bounded;
 use globset::GlobSet;
 
+use crate::blob::MAX_BLOB_LEN;
 use crate::direct;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::tree::{Node, NodeKind};
+
+pub use target::component;
 
 pub struct RestoreOptions {
     pub target: PathBuf,
@@ -45,6 +58,8 @@ pub struct RestoreSummary {
     pub other: u64,
     pub bytes: u64,
     pub verified_files: u64,
+    /// Entries whose setuid/setgid bits were not restored because snap did not run as root.
+    pub setid_dropped: u64,
     pub warnings: Vec<String>,
 }
 
@@ -78,11 +93,26 @@ const SEGMENT: u64 = 128 * 1024 * 1024;
 
 /// One regular file being restored; shared by its segment jobs.
 struct FileJob {
+    file: File,
+    /// Its directory and name there: for the O_DIRECT descriptor and for removing it on failure.
+    dir: Arc<OwnedFd>,
+    name: OsString,
+    /// Where it is, for messages only (never opened by this path).
     path: PathBuf,
     snap_path: String,
     node: Node,
     /// Segments not yet written; the worker that takes it to zero finishes the file.
     remaining: AtomicUsize,
+    /// Set once a segment failed or was skipped: the file is removed (once).
+    abandoned: AtomicBool,
+}
+
+impl FileJob {
+    fn abandon(&self) {
+        if !self.abandoned.swap(true, Ordering::AcqRel) {
+            target::remove(self.dir.as_fd(), &self.name);
+        }
+    }
 }
 
 /// Extents `first..end` of a file, starting at byte `offset`.
@@ -93,23 +123,40 @@ struct Job {
     offset: u64,
 }
 
-/// Cuts a file's extent list into segment jobs of about [`SEGMENT`] bytes each.
-fn segments(file: FileJob) -> Vec<Job> {
+/// Cuts a file's extent list into segment jobs of about [`SEGMENT`] bytes each. The extents must
+/// add up to the file's size (the archiver records it so), without overflow.
+fn segments(file: FileJob) -> Result<Vec<Job>> {
     let mut cuts = vec![(0usize, 0u64)];
     let (mut acc, mut off) = (0u64, 0u64);
+    let bad = |what: String| Error::corrupt(format!("tree entry {}", file.snap_path), what);
     for (i, ext) in file.node.content.iter().enumerate() {
         if acc >= SEGMENT {
             cuts.push((i, off));
             acc = 0;
         }
-        acc += ext.1;
-        off += ext.1;
+        if ext.0.is_some() && ext.1 > MAX_BLOB_LEN as u64 {
+            return Err(bad(format!(
+                "extent of {} bytes is larger than a blob",
+                ext.1
+            )));
+        }
+        acc = acc.saturating_add(ext.1);
+        off = off
+            .checked_add(ext.1)
+            .ok_or_else(|| bad("extent lengths overflow".into()))?;
+    }
+    if off != file.node.size {
+        return Err(bad(format!(
+            "extents add up to {off} bytes, the entry says {}",
+            file.node.size
+        )));
     }
     let n = file.node.content.len();
     file.remaining.store(cuts.len(), Ordering::Relaxed);
     let file = Arc::new(file);
     let ends: Vec<usize> = cuts.iter().skip(1).map(|c| c.0).chain([n]).collect();
-    cuts.iter()
+    Ok(cuts
+        .iter()
         .zip(ends)
         .map(|(&(first, offset), end)| Job {
             file: file.clone(),
@@ -117,51 +164,34 @@ fn segments(file: FileJob) -> Vec<Job> {
             end,
             offset,
         })
-        .collect()
+        .collect())
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+/// A directory of the target, created only when something is restored into it (an include
+/// pattern may select nothing below it).
+struct LazyDir<'p> {
+    parent: Option<&'p LazyDir<'p>>,
+    name: &'p OsStr,
+    /// For messages only.
+    path: PathBuf,
+    /// Relative to the target, for hard links to entries in it.
+    rel: PathBuf,
+    fd: OnceCell<Arc<OwnedFd>>,
 }
 
-fn cstr(p: &Path) -> Result<std::ffi::CString> {
-    std::ffi::CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| Error::Usage(format!("path {p:?} contains NUL")))
-}
-
-/// Applies owner (when root), mode, xattrs and times to an existing entry.
-fn apply_metadata(path: &Path, node: &Node, warnings: &Mutex<Vec<String>>) {
-    let warn = |what: &str, e: std::io::Error| {
-        warnings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(format!("{}: cannot set {what}: {e}", path.display()));
-    };
-    if is_root()
-        && let Ok(c) = cstr(path)
-    {
-        // SAFETY: valid NUL-terminated path; lchown does not follow symlinks.
-        if unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) } != 0 {
-            warn("owner", std::io::Error::last_os_error());
+impl LazyDir<'_> {
+    fn get(&self) -> Result<&Arc<OwnedFd>> {
+        if let Some(fd) = self.fd.get() {
+            return Ok(fd);
         }
-    }
-    for x in &node.xattrs {
-        if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.0), &x.1) {
-            warn("xattr", e);
-        }
-    }
-    if node.kind != NodeKind::Symlink
-        && let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777))
-    {
-        warn("mode", e);
-    }
-    let t = filetime::FileTime::from_unix_time(
-        node.mtime.div_euclid(1_000_000_000),
-        node.mtime.rem_euclid(1_000_000_000) as u32,
-    );
-    if let Err(e) = filetime::set_symlink_file_times(path, t, t) {
-        warn("times", e);
+        let Some(parent) = self.parent else {
+            return Err(Error::Usage(format!(
+                "{}: target is not open",
+                self.path.display()
+            )));
+        };
+        let fd = target::subdir(parent.get()?.as_fd(), self.name, &self.path)?;
+        Ok(self.fd.get_or_init(|| Arc::new(fd)))
     }
 }
 
@@ -169,8 +199,10 @@ struct Walk<'a> {
     repo: &'a Repository,
     includes: Option<GlobSet>,
     excludes: GlobSet,
-    dirs: Vec<(PathBuf, Node)>,
-    hardlinks: HashMap<(u64, u64), PathBuf>,
+    root: &'a OwnedFd,
+    policy: target::Policy,
+    /// First link of each hard-linked inode: its directory (relative to the target) and name.
+    hardlinks: HashMap<(u64, u64), (PathBuf, OsString)>,
     summary: RestoreSummary,
     interrupt: &'a AtomicBool,
 }
@@ -183,14 +215,17 @@ impl Walk<'_> {
         (!excluded, included)
     }
 
-    fn ensure_dir(path: &Path) -> Result<()> {
-        fs::create_dir_all(path).map_err(|e| Error::io("cannot create", path, e))
+    fn warn<'s>(&'s mut self, path: &'s Path) -> target::Warn<'s> {
+        target::Warn {
+            path,
+            out: &mut self.summary.warnings,
+        }
     }
 
     fn tree(
         &mut self,
         tree_id: &Id,
-        dir: &Path,
+        dir: &LazyDir<'_>,
         snap_dir: &str,
         included: bool,
         tx: &crossbeam_channel::Sender<Job>,
@@ -203,8 +238,16 @@ impl Walk<'_> {
             .load_tree(tree_id)
             .map_err(|e| e.context(format!("restoring {snap_dir}/")))?;
         for node in tree.nodes {
-            let name = OsStr::from_bytes(&node.name);
-            let path = dir.join(name);
+            let Some(name) = target::component(&node.name) else {
+                return Err(Error::corrupt(
+                    format!("tree {tree_id}"),
+                    format!(
+                        "entry {:?} in {snap_dir}/ is not a single path component",
+                        node.name_lossy()
+                    ),
+                ));
+            };
+            let path = dir.path.join(name);
             let snap_path = format!("{snap_dir}/{}", node.name_lossy());
             let (keep, inc) = self.selected(&snap_path, included);
             if !keep {
@@ -212,83 +255,73 @@ impl Walk<'_> {
             }
             if node.kind == NodeKind::Dir {
                 let Some(sub) = node.subtree else { continue };
+                let child = LazyDir {
+                    parent: Some(dir),
+                    name,
+                    path,
+                    rel: dir.rel.join(name),
+                    fd: OnceCell::new(),
+                };
                 if inc {
-                    Self::ensure_dir(&path)?;
+                    child.get()?;
                 }
-                self.tree(&sub, &path, &snap_path, inc, tx)?;
-                if path.is_dir() {
+                self.tree(&sub, &child, &snap_path, inc, tx)?;
+                if let Some(fd) = child.fd.get() {
                     self.summary.dirs += 1;
-                    self.dirs.push((path, node));
+                    let policy = self.policy;
+                    let dropped =
+                        target::apply_fd(fd.as_fd(), &node, policy, &mut self.warn(&child.path));
+                    self.summary.setid_dropped += u64::from(dropped);
                 }
                 continue;
             }
             if !inc {
                 continue;
             }
-            Self::ensure_dir(dir)?;
-            if path.symlink_metadata().is_ok() && node.kind != NodeKind::Dir {
-                fs::remove_file(&path).map_err(|e| Error::io("cannot replace", &path, e))?;
-            }
-            if node.nlink > 1 && node.kind != NodeKind::Dir {
+            let d = dir.get()?.clone();
+            target::clear(d.as_fd(), name, &path)?;
+            if node.nlink > 1 {
                 let key = (node.dev, node.inode);
-                if let Some(first) = self.hardlinks.get(&key) {
-                    fs::hard_link(first, &path)
-                        .map_err(|e| Error::io("cannot hard-link", &path, e))?;
+                if let Some((rel, first)) = self.hardlinks.get(&key) {
+                    let from = target::open_beneath(self.root.as_fd(), rel, &path)?;
+                    target::hard_link(from.as_fd(), first, d.as_fd(), name, &path)?;
                     self.summary.files += 1;
                     continue;
                 }
-                self.hardlinks.insert(key, path.clone());
+                self.hardlinks
+                    .insert(key, (dir.rel.clone(), name.to_os_string()));
             }
             match node.kind {
                 NodeKind::File => {
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&path)
-                        .map_err(|e| Error::io("cannot create", &path, e))?;
-                    // Full length up front: holes stay holes, and segments may land in any order.
-                    f.set_len(node.size)
-                        .map_err(|e| Error::io("cannot write", &path, e))?;
+                    let file = target::create_file(d.as_fd(), name, &path)?;
                     self.summary.files += 1;
                     self.summary.bytes += node.size;
                     let file = FileJob {
+                        file,
+                        dir: d,
+                        name: name.to_os_string(),
                         path,
                         snap_path,
                         node,
                         remaining: AtomicUsize::new(0),
+                        abandoned: AtomicBool::new(false),
                     };
-                    for job in segments(file) {
-                        if tx.send(job).is_err() {
+                    for job in segments(file)? {
+                        if let Err(e) = tx.send(job) {
+                            e.0.file.abandon();
                             return Err(Error::Interrupted);
                         }
                     }
                 }
                 NodeKind::Symlink => {
-                    let target = OsStr::from_bytes(node.target.as_deref().unwrap_or_default());
-                    std::os::unix::fs::symlink(target, &path)
-                        .map_err(|e| Error::io("cannot create symlink", &path, e))?;
+                    let link = node.target.as_deref().unwrap_or_default();
+                    target::symlink(d.as_fd(), name, link, &path)?;
                     self.summary.other += 1;
-                    apply_metadata(&path, &node, &Mutex::new(Vec::new()));
+                    let policy = self.policy;
+                    target::apply_at(d.as_fd(), name, &node, policy, &mut self.warn(&path));
                 }
                 NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev | NodeKind::Socket => {
-                    let c = cstr(&path)?;
-                    let fmt = match node.kind {
-                        NodeKind::Fifo => libc::S_IFIFO,
-                        NodeKind::Chardev => libc::S_IFCHR,
-                        NodeKind::Blockdev => libc::S_IFBLK,
-                        _ => libc::S_IFSOCK,
-                    };
-                    // SAFETY: valid NUL-terminated path; mknod creates a special file.
-                    let r = unsafe {
-                        libc::mknod(
-                            c.as_ptr(),
-                            fmt | (node.mode & 0o7777),
-                            node.rdev as libc::dev_t,
-                        )
-                    };
-                    if r != 0 {
-                        let e = std::io::Error::last_os_error();
+                    if let Err(e) = target::special(d.as_fd(), name, &node) {
                         self.summary.warnings.push(format!(
                             "{}: cannot create {:?}: {e}",
                             path.display(),
@@ -297,11 +330,10 @@ impl Walk<'_> {
                         continue;
                     }
                     self.summary.other += 1;
-                    let w = Mutex::new(Vec::new());
-                    apply_metadata(&path, &node, &w);
-                    self.summary
-                        .warnings
-                        .extend(w.into_inner().unwrap_or_default());
+                    let policy = self.policy;
+                    let dropped =
+                        target::apply_at(d.as_fd(), name, &node, policy, &mut self.warn(&path));
+                    self.summary.setid_dropped += u64::from(dropped);
                 }
                 NodeKind::Dir => {}
             }
@@ -316,18 +348,18 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
     let path = &file.path;
     let ctx = |e: Error| e.context(format!("restoring {}", file.snap_path));
     let extents = &file.node.content[job.first..job.end];
-    let f = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io("cannot open", path, e))?;
+    let buffered = file
+        .file
+        .try_clone()
+        .map_err(|e| Error::io("cannot write", path, e))?;
     // Files large against memory go around the page cache (see `crate::direct`).
     let direct = if file.node.size >= direct_min() {
-        direct::open_direct(path, false).ok()
+        target::reopen_direct(file.dir.as_fd(), &file.name, &file.file)
     } else {
         None
     };
     let buf_len = if direct.is_some() { DIRECT_BUF } else { 0 };
-    let mut w = direct::SequentialWriter::new(direct, f, buf_len)
+    let mut w = direct::SequentialWriter::new(direct, buffered, buf_len)
         .map_err(|e| Error::io("cannot write", path, e))?;
     // Each blob is looked up once: for the prefetch and for the read.
     let locs = extents
@@ -352,13 +384,13 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
                 .map_err(|e| Error::io("cannot write", path, e))?;
             progress.bytes.fetch_add(ext.1, Ordering::Relaxed);
         }
+        // Cannot overflow: `segments` checked the sum.
         off += ext.1;
     }
     drop(w.finish().map_err(|e| Error::io("cannot write", path, e))?);
     if !verify {
         return Ok(false);
     }
-    let f = File::open(path).map_err(|e| Error::io("cannot reopen", path, e))?;
     let mismatch = || {
         Error::corrupt(
             path.display().to_string(),
@@ -368,10 +400,12 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
     let mut buf = Vec::new();
     let mut off = job.offset;
     for ext in extents {
-        // Holes are zero by construction (set_len); only stored content is read back.
+        // Holes are zero by construction (never written); only stored content is read back.
         if let Some(id) = ext.0 {
+            // At most MAX_BLOB_LEN: `segments` checked.
             buf.resize(ext.1 as usize, 0);
-            f.read_exact_at(&mut buf, off)
+            file.file
+                .read_exact_at(&mut buf, off)
                 .map_err(|e| Error::io("cannot verify", path, e))?;
             if repo.key().blob_id(&buf) != id {
                 return Err(mismatch());
@@ -379,26 +413,45 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
         }
         off += ext.1;
     }
-    if job.end == file.node.content.len() {
-        let len = f
-            .metadata()
-            .map_err(|e| Error::io("cannot verify", path, e))?
-            .len();
-        if len != file.node.size {
-            return Err(Error::corrupt(
-                path.display().to_string(),
-                format!(
-                    "restored file is {len} bytes, the snapshot says {}",
-                    file.node.size
-                ),
-            ));
-        }
-    }
     Ok(true)
+}
+
+/// The last segment is written: the file gets its full length (a trailing hole) and metadata.
+fn finish(file: &FileJob, policy: target::Policy, warnings: &Mutex<Vec<String>>) -> Result<bool> {
+    file.file
+        .set_len(file.node.size)
+        .map_err(|e| Error::io("cannot write", &file.path, e))?;
+    let mut w = warnings.lock().unwrap_or_else(|p| p.into_inner());
+    Ok(target::apply_fd(
+        file.file.as_fd(),
+        &file.node,
+        policy,
+        &mut target::Warn {
+            path: &file.path,
+            out: &mut w,
+        },
+    ))
 }
 
 pub fn globs(patterns: &[String]) -> Result<GlobSet> {
     crate::archiver::globset(patterns)
+}
+
+/// Queued file jobs each hold a descriptor (and share their directory's): the queue is sized
+/// from the open-file limit, raised to its hard maximum first as most servers allow.
+fn queue_len() -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if let Some(max) = lim.maximum
+        && lim.current.is_some_and(|c| c < max)
+    {
+        lim.current = Some(max);
+        let _ = setrlimit(Resource::Nofile, lim);
+    }
+    let cur = getrlimit(Resource::Nofile).current.unwrap_or(1024);
+    usize::try_from(cur.saturating_sub(64) / 3)
+        .unwrap_or(1024)
+        .clamp(8, 1024)
 }
 
 /// Restores the tree `root` (a snapshot's tree or a subtree) into `opts.target`.
@@ -409,17 +462,24 @@ pub fn restore(
     progress: &RestoreProgress,
     interrupt: &AtomicBool,
 ) -> Result<RestoreSummary> {
-    fs::create_dir_all(&opts.target).map_err(|e| Error::io("cannot create", &opts.target, e))?;
+    let Some(tree) = root.subtree.filter(|_| root.kind == NodeKind::Dir) else {
+        return Err(Error::Usage(
+            "only a directory can be restored into a target (use `snap cat` for one file)".into(),
+        ));
+    };
+    let root_fd = target::open_root(&opts.target)?;
     let includes = if opts.includes.is_empty() {
         None
     } else {
         Some(globs(&opts.includes)?)
     };
+    let policy = target::Policy::current();
     let mut walk = Walk {
         repo,
         includes,
         excludes: globs(&opts.excludes)?,
-        dirs: Vec::new(),
+        root: &root_fd,
+        policy,
         hardlinks: HashMap::new(),
         summary: RestoreSummary::default(),
         interrupt,
@@ -427,52 +487,52 @@ pub fn restore(
     let warnings = Mutex::new(Vec::new());
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let verified = AtomicU64::new(0);
+    let dropped = AtomicU64::new(0);
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .max(2)
         * 2;
+    let top_fd = target::open_beneath(root_fd.as_fd(), Path::new(""), &opts.target)?;
+    let top = LazyDir {
+        parent: None,
+        name: OsStr::new(""),
+        path: opts.target.clone(),
+        rel: PathBuf::new(),
+        fd: OnceCell::from(Arc::new(top_fd)),
+    };
     let walked = std::thread::scope(|s| {
-        let (tx, rx) = bounded::<Job>(1024);
+        let (tx, rx) = bounded::<Job>(queue_len());
         for _ in 0..workers {
             let rx = rx.clone();
-            let (warnings, failure, verified) = (&warnings, &failure, &verified);
+            let (warnings, failure, verified, dropped) = (&warnings, &failure, &verified, &dropped);
             s.spawn(move || {
                 for job in rx {
                     if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                        job.file.abandon();
                         continue;
                     }
-                    match fill(repo, &job, opts.verify, progress) {
-                        Ok(v) => {
-                            if job.file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                                if v {
-                                    verified.fetch_add(1, Ordering::Relaxed);
-                                }
-                                progress.files.fetch_add(1, Ordering::Relaxed);
-                                apply_metadata(&job.file.path, &job.file.node, warnings);
-                            }
+                    let done = fill(repo, &job, opts.verify, progress).and_then(|v| {
+                        if job.file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            let d = finish(&job.file, policy, warnings)?;
+                            dropped.fetch_add(u64::from(d), Ordering::Relaxed);
+                            verified.fetch_add(u64::from(v), Ordering::Relaxed);
+                            progress.files.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(e) => {
-                            let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
-                            if f.is_none() {
-                                *f = Some(e);
-                            }
+                        Ok(())
+                    });
+                    if let Err(e) = done {
+                        job.file.abandon();
+                        let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
+                        if f.is_none() {
+                            *f = Some(e);
                         }
                     }
                 }
             });
         }
         drop(rx);
-        let r = match root.kind {
-            NodeKind::Dir => match root.subtree {
-                Some(t) => walk.tree(&t, &opts.target, "", true, &tx),
-                None => Ok(()),
-            },
-            _ => Err(Error::Usage(
-                "only a directory can be restored into a target (use `snap cat` for one file)"
-                    .into(),
-            )),
-        };
+        let r = walk.tree(&tree, &top, "", true, &tx);
         drop(tx);
         r
     });
@@ -480,12 +540,9 @@ pub fn restore(
         return Err(e);
     }
     walked?;
-    // Directories last, deepest first: writing their children changed their times.
-    for (path, node) in walk.dirs.iter().rev() {
-        apply_metadata(path, node, &warnings);
-    }
     let mut summary = walk.summary;
     summary.verified_files = verified.load(Ordering::Relaxed);
+    summary.setid_dropped += dropped.load(Ordering::Relaxed);
     summary
         .warnings
         .extend(warnings.into_inner().unwrap_or_default());
