@@ -97,7 +97,13 @@ fn wait_for_lock(env: &Env, child: &mut std::process::Child) -> Vec<std::path::P
     let t0 = Instant::now();
     loop {
         let locks: Vec<_> = fs::read_dir(env.repo.join("locks"))
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    // A lock being written is not taken yet.
+                    .filter(|p| !p.to_string_lossy().contains(".tmp-"))
+                    .collect()
+            })
             .unwrap_or_default();
         if !locks.is_empty() {
             return locks;
