@@ -15,4 +15,5 @@ mod keys;
 mod mysql;
 mod mysql_cli;
 mod mysql_common;
+mod mysql_hardening;
 mod parallel_walk;
