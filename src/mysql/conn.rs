@@ -70,7 +70,12 @@ impl MysqlTarget {
     /// Parses `mysql://[user[:password]@]host[:port][/database][?socket=PATH]`; user, password,
     /// database and socket are percent-decoded (so a password may hold `@`, `:` or `/`).
     pub fn from_url(url: &str) -> Result<MysqlTarget> {
-        let bad = |why: &str| Error::MysqlConfig(format!("bad URL {}: {why}", redact(url)));
+        let bad = |why: &str| {
+            Error::MysqlConfig(format!(
+                "bad URL {}: {why}",
+                crate::secrets::redact_url(url)
+            ))
+        };
         let rest = url
             .strip_prefix("mysql://")
             .or_else(|| url.strip_prefix("mariadb://"))
@@ -319,20 +324,6 @@ pub fn quote_str(s: &str) -> String {
     }
     out.push('\'');
     out
-}
-
-fn redact(url: &str) -> String {
-    // hide anything between the scheme's "//" and the last '@' after the first ':'
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((u, _)) => format!("{}{u}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 fn percent_decode(s: &str) -> Option<String> {
