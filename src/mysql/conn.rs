@@ -1,6 +1,9 @@
 //! Where the database server is and how to log in: a [`MysqlTarget`] built from a URL
 //! (`mysql://user:pass@host:port[/db][?socket=/path]`), from `SNAP_MYSQL_URL`, or from a my.cnf-style
-//! defaults file, and the one place that opens connections.
+//! defaults file, and the one place that opens connections. (The CLI may then replace the
+//! password with one from `--mysql-password-file` or `SNAP_MYSQL_PASSWORD`.) A target shows
+//! itself, in messages and in snapshots, without its password, and a URL quoted in an error goes
+//! through [`crate::secrets::redact_url`].
 //!
 //! Connection failures are sorted here into the two cases an operator acts on differently: the
 //! server cannot be reached ([`Error::MysqlUnreachable`]) or it answered and refused the credentials
