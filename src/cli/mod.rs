@@ -35,8 +35,10 @@ pub struct Cli {
     /// Repository location (a directory)
     #[arg(short = 'r', long = "repo", env = "SNAP_REPOSITORY", global = true)]
     repo: Option<PathBuf>,
-    /// Read the password from this file (first line); SNAP_PASSWORD also works
-    #[arg(long, env = "SNAP_PASSWORD_FILE", global = true)]
+    /// Read the repository password from this file (first line). Wins over SNAP_PASSWORD_FILE,
+    /// which wins over SNAP_PASSWORD
+    // no `env =`: the flag and SNAP_PASSWORD_FILE rank differently (see `Ctx::password`)
+    #[arg(long, global = true)]
     password_file: Option<PathBuf>,
     /// Where the local index cache lives (default $XDG_CACHE_HOME/snap)
     #[arg(long, env = "SNAP_CACHE_DIR", global = true)]
@@ -99,12 +101,26 @@ impl Ctx {
         })
     }
 
+    /// The repository password, for every command, from the first of:
+    /// 1. `--password-file FILE` on the command line,
+    /// 2. the file named by `SNAP_PASSWORD_FILE`,
+    /// 3. `SNAP_PASSWORD`.
+    ///
+    /// What the user named explicitly wins over what the environment happens to hold (a
+    /// `SNAP_PASSWORD` exported in a shell profile must not silently override the file a cron
+    /// job names), and a file wins over a value for the same reason.
     pub fn password(&self) -> Result<Zeroizing<String>> {
-        if let Ok(p) = std::env::var("SNAP_PASSWORD") {
-            return Ok(Zeroizing::new(p));
-        }
         if let Some(f) = &self.password_file {
             return read_password_file(f);
+        }
+        if let Some(f) = std::env::var_os("SNAP_PASSWORD_FILE").filter(|f| !f.is_empty()) {
+            return read_password_file(std::path::Path::new(&f));
+        }
+        if let Some(p) = std::env::var_os("SNAP_PASSWORD") {
+            let p = p
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("SNAP_PASSWORD is not valid UTF-8"))?;
+            return Ok(Zeroizing::new(p));
         }
         Err(Error::NoPassword.into())
     }

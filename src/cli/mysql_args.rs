@@ -8,26 +8,73 @@ use anyhow::{Result, bail};
 use snap::archiver::MysqlSource;
 use snap::mysql::schema::Selection;
 use snap::mysql::{DumpOptions, MysqlTarget};
+use snap::secrets::redact_url;
 
-#[derive(clap::Args, Debug, Default)]
+/// The environment variable holding the MySQL password.
+pub const PASSWORD_ENV: &str = "SNAP_MYSQL_PASSWORD";
+
+// No `Debug`: the URL may hold a password.
+#[derive(clap::Args, Default)]
 pub struct Conn {
-    /// Server URL mysql://user:pass@host:port[?socket=PATH] (default: SNAP_MYSQL_URL, then the
-    /// defaults file, then the local socket)
+    /// Server URL mysql://user@host:port[?socket=PATH] (default: SNAP_MYSQL_URL, then the
+    /// defaults file, then the local socket). Give the password with --mysql-password-file,
+    /// SNAP_MYSQL_PASSWORD or --mysql-defaults-file: one in the URL is visible to every local
+    /// user in the process list
     #[arg(long = "mysql-url", value_name = "URL")]
     pub url: Option<String>,
     /// my.cnf-style file with a [client] section (user, password, host, port, socket)
     #[arg(long = "mysql-defaults-file", value_name = "FILE")]
     pub defaults_file: Option<PathBuf>,
+    /// File whose first line is the MySQL password (wins over SNAP_MYSQL_PASSWORD, which wins
+    /// over a password in the URL or defaults file)
+    // its own id: the field name alone would be the global --password-file's id, and clap
+    // would hand the repository password file to the MySQL login (and the other way round)
+    #[arg(
+        id = "mysql_password_file",
+        long = "mysql-password-file",
+        value_name = "FILE"
+    )]
+    pub password_file: Option<PathBuf>,
 }
 
 impl Conn {
-    /// The server these options name; `url` overrides `--mysql-url`.
+    /// The server these options name; `url` overrides `--mysql-url`. The password is the first
+    /// of: `--mysql-password-file`, `SNAP_MYSQL_PASSWORD`, the one in the URL / defaults file /
+    /// `SNAP_MYSQL_URL`.
     pub fn target(&self, url: Option<&str>) -> Result<MysqlTarget> {
+        let mut t = self.server(url)?;
+        if let Some(f) = &self.password_file {
+            t.password = Some(super::read_password_file(f)?.to_string());
+        } else if let Some(p) = std::env::var_os(PASSWORD_ENV) {
+            let p = p
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("{PASSWORD_ENV} is not valid UTF-8"))?;
+            t.password = Some(p);
+        }
+        Ok(t)
+    }
+
+    /// The server without the password options applied.
+    fn server(&self, url: Option<&str>) -> Result<MysqlTarget> {
         if let Some(u) = url.filter(|u| !u.is_empty()).or(self.url.as_deref()) {
-            if !u.starts_with("mysql://") {
-                bail!("--mysql takes a mysql://... URL, not {u:?} (put paths before --mysql)");
+            if !(u.starts_with("mysql://") || u.starts_with("mariadb://")) {
+                bail!(
+                    "a server URL starts with mysql:// or mariadb://, not {:?} (with backup \
+                     --mysql, put the paths before --mysql)",
+                    redact_url(u)
+                );
             }
-            return Ok(MysqlTarget::from_url(u)?);
+            let t = MysqlTarget::from_url(u)?;
+            if t.password.is_some() {
+                // a command line is readable by every local user (/proc/PID/cmdline, ps)
+                eprintln!(
+                    "snap: warning: the MySQL password in {} is visible to every local user in \
+                     the process list; use --mysql-password-file FILE, {PASSWORD_ENV} or \
+                     --mysql-defaults-file FILE instead",
+                    redact_url(u)
+                );
+            }
+            return Ok(t);
         }
         if let Some(f) = &self.defaults_file {
             return Ok(MysqlTarget::from_defaults_file(f)?);
@@ -45,9 +92,10 @@ impl Conn {
     }
 }
 
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Default)]
 pub struct Backup {
-    /// Also dump this MySQL/MariaDB server into mysql/ (URL optional; see --mysql-url)
+    /// Also dump this MySQL/MariaDB server into mysql/ (URL optional; see --mysql-url and
+    /// --mysql-password-file)
     #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
     pub mysql: Option<String>,
     #[command(flatten)]

@@ -26,7 +26,8 @@ pub struct Args {
     /// Write the report as Markdown to this file
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
-    /// Run this shell command when the drill fails (the report is in $SNAP_REPORT)
+    /// Run this shell command when the drill fails (the report is in $SNAP_REPORT). It gets
+    /// snap's environment without passwords, tokens and secrets (see snap::secrets)
     #[arg(long, env = "SNAP_ALERT_CMD", value_name = "CMD")]
     alert_cmd: Option<String>,
     #[arg(long, default_value_t = 2)]
@@ -65,7 +66,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         eprintln!("snap: verification failed: {f}");
     }
     if let Some(cmd) = &a.alert_cmd {
-        let status = std::process::Command::new("sh")
+        let mut sh = std::process::Command::new("sh");
+        let status = snap::secrets::scrub_command(&mut sh)
             .arg("-c")
             .arg(cmd)
             .env("SNAP_REPORT", &report)

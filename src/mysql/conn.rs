@@ -1,6 +1,9 @@
 //! Where the database server is and how to log in: a [`MysqlTarget`] built from a URL
 //! (`mysql://user:pass@host:port[/db][?socket=/path]`), from `SNAP_MYSQL_URL`, or from a my.cnf-style
-//! defaults file, and the one place that opens connections.
+//! defaults file, and the one place that opens connections. (The CLI may then replace the
+//! password with one from `--mysql-password-file` or `SNAP_MYSQL_PASSWORD`.) A target shows
+//! itself, in messages and in snapshots, without its password, and a URL quoted in an error goes
+//! through [`crate::secrets::redact_url`].
 //!
 //! Connection failures are sorted here into the two cases an operator acts on differently: the
 //! server cannot be reached ([`Error::MysqlUnreachable`]) or it answered and refused the credentials
@@ -70,7 +73,12 @@ impl MysqlTarget {
     /// Parses `mysql://[user[:password]@]host[:port][/database][?socket=PATH]`; user, password,
     /// database and socket are percent-decoded (so a password may hold `@`, `:` or `/`).
     pub fn from_url(url: &str) -> Result<MysqlTarget> {
-        let bad = |why: &str| Error::MysqlConfig(format!("bad URL {}: {why}", redact(url)));
+        let bad = |why: &str| {
+            Error::MysqlConfig(format!(
+                "bad URL {}: {why}",
+                crate::secrets::redact_url(url)
+            ))
+        };
         let rest = url
             .strip_prefix("mysql://")
             .or_else(|| url.strip_prefix("mariadb://"))
@@ -319,20 +327,6 @@ pub fn quote_str(s: &str) -> String {
     }
     out.push('\'');
     out
-}
-
-fn redact(url: &str) -> String {
-    // hide anything between the scheme's "//" and the last '@' after the first ':'
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((u, _)) => format!("{}{u}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 fn percent_decode(s: &str) -> Option<String> {

@@ -56,7 +56,8 @@ pub struct TableInfo {
     /// them), period columns of a versioned table are included (they carry the history).
     pub columns: Vec<ColumnInfo>,
     /// Columns that order the rows: the primary key (plus the row-end column of a versioned table),
-    /// or every dumped column when there is no primary key.
+    /// or none when there is no primary key: such a table is read in the engine's own order (see
+    /// [`crate::mysql::rows::select_sql`]), never sorted by its values.
     pub order_by: Vec<String>,
     pub has_primary_key: bool,
     /// Estimated size, to hand big tables out first.
@@ -333,15 +334,14 @@ fn table(
         .map(|r| req(r, 0, &full))
         .collect::<Result<Vec<_>>>()?;
     let has_primary_key = !order_by.is_empty();
-    if has_primary_key {
-        // history rows share the key; the row end tells them apart
-        if let Some((_, e)) = &period
-            && !order_by.contains(e)
-        {
-            order_by.push(e.clone());
-        }
-    } else {
-        order_by = columns.iter().map(|c| c.name.clone()).collect();
+    // history rows share the key; the row end tells them apart. Without a key nothing orders
+    // the rows: sorting by every column sorts unbounded TEXT/BLOB values, which a server with
+    // default settings refuses ("Out of sort memory") and which is a heavy query on a big table.
+    if has_primary_key
+        && let Some((_, e)) = &period
+        && !order_by.contains(e)
+    {
+        order_by.push(e.clone());
     }
     Ok(TableInfo {
         db: db.to_string(),

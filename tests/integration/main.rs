@@ -18,4 +18,5 @@ mod modes;
 mod mysql;
 mod mysql_cli;
 mod mysql_common;
+mod mysql_hardening;
 mod parallel_walk;

@@ -1,6 +1,12 @@
 //! Private MariaDB servers for the MySQL tests, started with the shared sandbox script. A server
 //! that cannot start fails the test loudly: these tests are the proof the dump works, and a
-//! silent skip would hide its absence. Servers stay up after the run (the script reuses them).
+//! silent skip would hide its absence.
+//!
+//! Every server a test starts is stopped when the test binary exits (a `libc::atexit` hook: the
+//! servers live in a static map for the whole run, and statics are never dropped), so a test run
+//! leaves no `mariadbd` behind. `SNAP_TEST_KEEP_SERVERS=1` opts in to leaving them running for
+//! the next run to reuse (the sandbox script's `start` is idempotent), which saves their start
+//! time when iterating on one test.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +69,7 @@ pub fn server(port: u16) -> &'static Server {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    stop_at_exit(&dir);
     let s: &'static Server = Box::leak(Box::new(Server { port, dir }));
     map.insert(port, s);
     s
@@ -230,4 +237,54 @@ impl Transfers {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.handle.join().unwrap();
     }
+}
+
+/// Data directories of the servers this test binary started, stopped by [`stop_servers`].
+static STARTED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Remembers a started server and, the first time, registers the exit hook that stops them all
+/// (unless `SNAP_TEST_KEEP_SERVERS` asks to keep them for reuse).
+fn stop_at_exit(dir: &Path) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("SNAP_TEST_KEEP_SERVERS").is_some_and(|v| !v.is_empty() && v != "0") {
+        return;
+    }
+    STARTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(dir.to_path_buf());
+    HOOK.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn` taking nothing; it never unwinds out (see
+        // `stop_servers`). A failure to register only means the servers stay up, as before.
+        unsafe {
+            libc::atexit(stop_servers);
+        }
+    });
+}
+
+/// The exit hook: stops every started server in parallel (each takes a second or two to shut
+/// down cleanly) and waits for them. Runs after `main` returns or `exit` is called, which is how
+/// the test harness ends whether tests passed or failed.
+extern "C" fn stop_servers() {
+    let _ = std::panic::catch_unwind(|| {
+        let dirs = std::mem::take(&mut *STARTED.lock().unwrap_or_else(|e| e.into_inner()));
+        let script = script();
+        let stops: Vec<_> = dirs
+            .iter()
+            .filter_map(|d| {
+                Command::new("bash")
+                    .arg(&script)
+                    .arg("stop")
+                    .arg(d)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .ok()
+            })
+            .collect();
+        for mut c in stops {
+            let _ = c.wait();
+        }
+    });
 }
