@@ -59,8 +59,14 @@ impl LockInfo {
             return true;
         }
         if self.host == crate::hostname() {
+            // The pid is read from the lock file: 0 and values beyond pid_t's range are no process
+            // (cast unchecked they would become a process group or -1, "every process").
+            let pid = match libc::pid_t::try_from(self.pid) {
+                Ok(p) if p > 0 => p,
+                _ => return true,
+            };
             // SAFETY: kill with signal 0 only checks whether the pid exists.
-            let r = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
+            let r = unsafe { libc::kill(pid, 0) };
             if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
                 return true;
             }
@@ -86,5 +92,29 @@ impl LockInfo {
                 ""
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(pid: u32) -> LockInfo {
+        LockInfo {
+            host: crate::hostname(),
+            pid,
+            user: "u".into(),
+            time: chrono::Utc::now().to_rfc3339(),
+            exclusive: false,
+        }
+    }
+
+    #[test]
+    fn impossible_pids_on_this_host_are_stale_not_process_groups() {
+        assert!(!lock(std::process::id()).is_stale());
+        // Cast unchecked, u32::MAX is kill(-1, 0), which succeeds: the lock looked live forever.
+        assert!(lock(u32::MAX).is_stale());
+        assert!(lock(0).is_stale());
+        assert!(lock(1 << 31).is_stale());
     }
 }

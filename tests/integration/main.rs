@@ -16,3 +16,4 @@ mod mysql;
 mod mysql_cli;
 mod mysql_common;
 mod parallel_walk;
+mod untrusted;
