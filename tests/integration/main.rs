@@ -10,6 +10,7 @@ mod corruption;
 mod crash;
 mod errors;
 mod formats;
+mod golden;
 mod index_cache;
 mod keys;
 mod mysql;
