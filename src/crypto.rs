@@ -7,10 +7,14 @@
 //! object fails authentication instead of being decoded. GCM-SIV is chosen because an accidental
 //! nonce repeat (two machines, one key, bad randomness) only reveals equality of messages instead of
 //! breaking the key stream as plain GCM would.
+//!
+//! Key material is wiped when it is dropped: the raw halves are `Zeroizing`, and the AES key
+//! schedule inside each cipher is wiped by the `aes` crate's `zeroize` feature (enabled in
+//! Cargo.toml; a compile-time assertion below fails the build if it is ever turned off).
 
 use aes_gcm_siv::aead::{AeadInOut, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::id::Id;
 
@@ -35,7 +39,16 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
     getrandom::fill(buf).map_err(|e| CryptoError::Random(e.to_string()))
 }
 
-/// The repository master key. Cloning is cheap enough (two keys and a cipher schedule).
+// The cipher's key schedule must be wiped on drop; this stops compiling if the `zeroize` features
+// of `aes`/`aes-gcm-siv` are lost from Cargo.toml.
+const _: fn() = || {
+    fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+    wiped_on_drop::<aes::Aes256>();
+    wiped_on_drop::<Zeroizing<[u8; KEY_LEN]>>();
+};
+
+/// The repository master key. Cloning is cheap enough (two keys and a cipher schedule). Every
+/// field is wiped on drop (see the module docs), hence `ZeroizeOnDrop`.
 #[derive(Clone)]
 pub struct MasterKey {
     enc: Zeroizing<[u8; KEY_LEN]>,
@@ -45,20 +58,22 @@ pub struct MasterKey {
 
 impl MasterKey {
     pub fn generate() -> Result<MasterKey, CryptoError> {
-        let mut enc = [0u8; KEY_LEN];
-        let mut id = [0u8; KEY_LEN];
-        random_bytes(&mut enc)?;
-        random_bytes(&mut id)?;
-        Ok(MasterKey::from_parts(enc, id))
+        let mut enc = Zeroizing::new([0u8; KEY_LEN]);
+        let mut id = Zeroizing::new([0u8; KEY_LEN]);
+        random_bytes(&mut *enc)?;
+        random_bytes(&mut *id)?;
+        Ok(MasterKey::from_zeroizing(enc, id))
     }
 
     pub fn from_parts(enc: [u8; KEY_LEN], id: [u8; KEY_LEN]) -> MasterKey {
-        let cipher = Aes256GcmSiv::new(&enc.into());
-        MasterKey {
-            enc: Zeroizing::new(enc),
-            id: Zeroizing::new(id),
-            cipher,
-        }
+        MasterKey::from_zeroizing(Zeroizing::new(enc), Zeroizing::new(id))
+    }
+
+    /// Builds the key from halves already in wiped-on-drop storage, so no unwiped copy is left
+    /// on the stack by the callers inside this module.
+    fn from_zeroizing(enc: Zeroizing<[u8; KEY_LEN]>, id: Zeroizing<[u8; KEY_LEN]>) -> MasterKey {
+        let cipher = Aes256GcmSiv::new(&(*enc).into());
+        MasterKey { enc, id, cipher }
     }
 
     /// `enc || id`, the 64 bytes a key file protects.
@@ -73,11 +88,11 @@ impl MasterKey {
         if b.len() != 2 * KEY_LEN {
             return None;
         }
-        let mut enc = [0u8; KEY_LEN];
-        let mut id = [0u8; KEY_LEN];
+        let mut enc = Zeroizing::new([0u8; KEY_LEN]);
+        let mut id = Zeroizing::new([0u8; KEY_LEN]);
         enc.copy_from_slice(&b[..KEY_LEN]);
         id.copy_from_slice(&b[KEY_LEN..]);
-        Some(MasterKey::from_parts(enc, id))
+        Some(MasterKey::from_zeroizing(enc, id))
     }
 
     /// Blob id: BLAKE3 keyed with the id key over the plaintext.
@@ -90,8 +105,12 @@ impl MasterKey {
     pub fn derive_u64(&self, context: &str) -> u64 {
         let mut h = blake3::Hasher::new_keyed(&self.id);
         h.update(context.as_bytes());
+        let mut out = h.finalize();
+        // The hasher's state holds the id key's words.
+        h.zeroize();
         let mut b = [0u8; 8];
-        b.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        b.copy_from_slice(&out.as_bytes()[..8]);
+        out.zeroize();
         u64::from_le_bytes(b)
     }
 
@@ -139,6 +158,8 @@ impl MasterKey {
         Ok(body)
     }
 }
+
+impl ZeroizeOnDrop for MasterKey {}
 
 /// A cipher from a raw 32-byte key (the argon2id-derived key of a key file).
 pub fn cipher_from(key: &[u8; KEY_LEN]) -> Aes256GcmSiv {

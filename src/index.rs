@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{BlockBasedOptions, Cache, DB, IteratorMode, Options, WriteBatch};
 
-use crate::blob::{BlobType, Compression};
+use crate::blob::{BlobType, Compression, MAX_BLOB_LEN};
+use crate::crypto::SEAL_OVERHEAD;
+use crate::envelope::HEADER_LEN;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::PackEntry;
@@ -227,17 +229,56 @@ impl Index {
     }
 }
 
+/// Decodes a `b` value. The index is a cache any process (or damage) may have written, and
+/// readers allocate by `length` and `raw_len`, so both are bounded as pack headers bound them
+/// (`pack::decode_entries`): a value outside that is malformed, never a huge allocation.
 fn decode_location(v: &[u8]) -> Option<BlobLocation> {
     if v.len() != 46 {
         return None;
     }
     let u = |at: usize| u32::from_le_bytes([v[at], v[at + 1], v[at + 2], v[at + 3]]);
-    Some(BlobLocation {
+    let loc = BlobLocation {
         pack: Id::from_slice(&v[..32])?,
         offset: u(32),
         length: u(36),
         raw_len: u(40),
         btype: BlobType::from_u8(v[44])?,
         compression: Compression::from_u8(v[45])?,
-    })
+    };
+    let (length, raw_len) = (loc.length as usize, loc.raw_len as usize);
+    let sane = (loc.offset as usize) >= HEADER_LEN
+        && loc.offset.checked_add(loc.length).is_some()
+        && length >= SEAL_OVERHEAD
+        && raw_len <= MAX_BLOB_LEN
+        && length - SEAL_OVERHEAD <= raw_len;
+    sane.then_some(loc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(offset: u32, length: u32, raw_len: u32, compression: u8) -> Vec<u8> {
+        let mut v = vec![7u8; 32];
+        v.extend_from_slice(&offset.to_le_bytes());
+        v.extend_from_slice(&length.to_le_bytes());
+        v.extend_from_slice(&raw_len.to_le_bytes());
+        v.extend_from_slice(&[7, compression]);
+        v
+    }
+
+    #[test]
+    fn locations_claiming_impossible_lengths_are_malformed() {
+        let ok = decode_location(&value(8, 128, 100, 0)).unwrap();
+        assert_eq!((ok.offset, ok.length, ok.raw_len), (8, 128, 100));
+        assert!(decode_location(&value(8, 50, 100, 1)).is_some());
+        // Lengths read from the cache size allocations: each is refused, not trusted.
+        assert!(decode_location(&value(8, u32::MAX, u32::MAX, 0)).is_none());
+        assert!(decode_location(&value(8, 100, (MAX_BLOB_LEN + 1) as u32, 1)).is_none());
+        assert!(decode_location(&value(u32::MAX - 10, 100, 100, 0)).is_none());
+        assert!(decode_location(&value(0, 128, 100, 0)).is_none());
+        assert!(decode_location(&value(8, 10, 100, 0)).is_none());
+        assert!(decode_location(&value(8, 200, 100, 0)).is_none());
+        assert!(decode_location(&value(8, 128, 100, 9)).is_none());
+    }
 }

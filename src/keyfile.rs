@@ -7,6 +7,11 @@
 //! ```
 //! The KDF parameters live in the file so they can be raised later without a format change; they
 //! are bounded on read so a hostile key file cannot make snap allocate unbounded memory.
+//!
+//! New key files (init, key add, key passwd) must cost at least [`MIN_MEMORY_KIB`] of argon2id
+//! memory, OWASP's minimum for argon2id; `create` refuses less. Existing key files below that
+//! floor still open (earlier versions and tests wrote them, and refusing them would lock their
+//! owners out); [`KeyFile::below_floor`] lets a caller suggest `snap key passwd` to rewrite one.
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use serde::{Deserialize, Serialize};
@@ -19,9 +24,17 @@ pub const SALT_LEN: usize = 16;
 /// Default argon2id cost: 64 MiB, 3 passes, 1 lane (about 0.2 s here).
 pub const DEFAULT_MEMORY_KIB: u32 = 64 * 1024;
 pub const DEFAULT_ITERATIONS: u32 = 3;
-const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
-const MAX_ITERATIONS: u32 = 64;
+/// The least argon2id memory a new key file may use: 19 MiB, OWASP's minimum for argon2id
+/// (Password Storage Cheat Sheet, m=19456 KiB). Below it a stolen key file is cheap to attack.
+pub const MIN_MEMORY_KIB: u32 = 19 * 1024;
+/// The most a key file may ask for (read and write): 4 GiB, so a hostile file cannot exhaust memory.
+pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+pub const MAX_ITERATIONS: u32 = 64;
 const MAX_LANES: u32 = 16;
+/// Salts snap writes are `SALT_LEN` bytes; argon2 needs at least 8; more than this is damage.
+const MAX_SALT_LEN: usize = 64;
+/// `sealed` is always nonce ‖ the 64-byte master key ‖ tag.
+pub const SEALED_LEN: usize = crypto::SEAL_OVERHEAD + 2 * KEY_LEN;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyFile {
@@ -48,6 +61,11 @@ pub enum KeyFileError {
     Kdf(String),
     #[error("key derivation parameters out of range: {0}")]
     Params(String),
+    #[error(
+        "argon2id memory of {memory_kib} KiB is below the floor of {MIN_MEMORY_KIB} KiB (19 MiB, \
+         OWASP's minimum) for a new key file; choose at least {MIN_MEMORY_KIB} KiB"
+    )]
+    BelowFloor { memory_kib: u32 },
     #[error("wrong password")]
     WrongPassword,
     #[error("{0}")]
@@ -64,8 +82,15 @@ fn derive(kf: &KeyFile, password: &[u8]) -> Result<Zeroizing<[u8; KEY_LEN]>, Key
         || kf.lanes == 0
     {
         return Err(KeyFileError::Params(format!(
-            "m={} KiB t={} p={}",
+            "m={} KiB t={} p={} (at most m={MAX_MEMORY_KIB} t={MAX_ITERATIONS} p={MAX_LANES})",
             kf.memory_kib, kf.iterations, kf.lanes
+        )));
+    }
+    // Checked before the (deliberately slow) derivation, so damage costs nothing.
+    if kf.salt.len() < 8 || kf.salt.len() > MAX_SALT_LEN {
+        return Err(KeyFileError::Decode(format!(
+            "salt of {} bytes (8 to {MAX_SALT_LEN} expected)",
+            kf.salt.len()
         )));
     }
     let params = Params::new(kf.memory_kib, kf.iterations, kf.lanes, Some(KEY_LEN))
@@ -84,13 +109,17 @@ fn ad(salt: &[u8]) -> Vec<u8> {
 }
 
 impl KeyFile {
-    /// Seals `master` under `password` with the given argon2id cost.
+    /// Seals `master` under `password` with the given argon2id cost; a memory cost below
+    /// [`MIN_MEMORY_KIB`] is refused ([`KeyFileError::BelowFloor`]).
     pub fn create(
         master: &MasterKey,
         password: &[u8],
         memory_kib: u32,
         iterations: u32,
     ) -> Result<KeyFile, KeyFileError> {
+        if memory_kib < MIN_MEMORY_KIB {
+            return Err(KeyFileError::BelowFloor { memory_kib });
+        }
         let mut salt = vec![0u8; SALT_LEN];
         crypto::random_bytes(&mut salt)?;
         let mut kf = KeyFile {
@@ -113,7 +142,20 @@ impl KeyFile {
         Ok(kf)
     }
 
+    /// Whether this (existing) key file costs less than a new one may: it still opens, but a
+    /// caller may suggest `snap key passwd` to rewrite it at the current cost.
+    pub fn below_floor(&self) -> bool {
+        self.memory_kib < MIN_MEMORY_KIB
+    }
+
     pub fn open(&self, password: &[u8]) -> Result<MasterKey, KeyFileError> {
+        // Checked before the (deliberately slow) derivation, so damage costs nothing.
+        if self.sealed.len() != SEALED_LEN {
+            return Err(KeyFileError::Decode(format!(
+                "sealed master key of {} bytes ({SEALED_LEN} expected)",
+                self.sealed.len()
+            )));
+        }
         let key = derive(self, password)?;
         let plain = crypto::open_with(&crypto::cipher_from(&key), &ad(&self.salt), &self.sealed)
             .map_err(|_| KeyFileError::WrongPassword)?;
@@ -141,7 +183,7 @@ mod tests {
     #[test]
     fn wrong_password_is_distinct() {
         let m = MasterKey::generate().unwrap();
-        let kf = KeyFile::create(&m, b"right", 256, 1).unwrap();
+        let kf = KeyFile::create(&m, b"right", MIN_MEMORY_KIB, 1).unwrap();
         let kf = KeyFile::decode(&kf.encode()).unwrap();
         assert_eq!(kf.open(b"right").unwrap().blob_id(b"a"), m.blob_id(b"a"));
         assert!(matches!(
@@ -153,8 +195,40 @@ mod tests {
     #[test]
     fn hostile_params_are_refused_before_allocating() {
         let m = MasterKey::generate().unwrap();
-        let mut kf = KeyFile::create(&m, b"pw", 256, 1).unwrap();
+        let mut kf = KeyFile::create(&m, b"pw", MIN_MEMORY_KIB, 1).unwrap();
         kf.memory_kib = u32::MAX;
         assert!(matches!(kf.open(b"pw"), Err(KeyFileError::Params(_))));
+    }
+
+    #[test]
+    fn new_keys_below_the_floor_are_refused_old_ones_still_open() {
+        let m = MasterKey::generate().unwrap();
+        let e = KeyFile::create(&m, b"pw", MIN_MEMORY_KIB - 1, 1).unwrap_err();
+        assert!(
+            matches!(e, KeyFileError::BelowFloor { memory_kib } if memory_kib == MIN_MEMORY_KIB - 1)
+        );
+        assert!(e.to_string().contains("19456"), "{e}");
+        let kf = KeyFile::create(&m, b"pw", MIN_MEMORY_KIB, 1).unwrap();
+        assert!(!kf.below_floor());
+        // A key file written below the floor (as earlier versions and tests did) still opens.
+        let mut old = kf.clone();
+        old.memory_kib = 1024;
+        let key = derive(&old, b"pw").unwrap();
+        old.sealed =
+            crypto::seal_with(&crypto::cipher_from(&key), &ad(&old.salt), &m.to_bytes()).unwrap();
+        assert!(old.below_floor());
+        assert_eq!(old.open(b"pw").unwrap().blob_id(b"a"), m.blob_id(b"a"));
+    }
+
+    #[test]
+    fn damaged_salt_or_seal_is_refused_before_deriving() {
+        let m = MasterKey::generate().unwrap();
+        let kf = KeyFile::create(&m, b"pw", MIN_MEMORY_KIB, 1).unwrap();
+        let mut big = kf.clone();
+        big.salt = vec![7; 1 << 20];
+        assert!(matches!(big.open(b"pw"), Err(KeyFileError::Decode(_))));
+        let mut short = kf.clone();
+        short.sealed.pop();
+        assert!(matches!(short.open(b"pw"), Err(KeyFileError::Decode(_))));
     }
 }

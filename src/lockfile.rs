@@ -12,8 +12,11 @@ use std::time::Duration;
 /// Whether `pid` names a running process on this host (a pid reused after a crash keeps the
 /// lock; `snap unlock` says which process holds it, and removing that file by hand is the way out).
 fn process_alive(pid: u32) -> bool {
-    let Ok(raw) = libc::pid_t::try_from(pid) else {
-        return false;
+    // The pid is read from the lock file: 0 and values beyond pid_t's range are no process
+    // (cast unchecked they would become a process group or -1, "every process").
+    let raw = match libc::pid_t::try_from(pid) {
+        Ok(p) if p > 0 => p,
+        _ => return false,
     };
     // SAFETY: kill with signal 0 only checks whether the pid exists.
     let r = unsafe { libc::kill(raw, 0) };
@@ -110,5 +113,29 @@ impl LockInfo {
                 ""
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lock(pid: u32) -> LockInfo {
+        LockInfo {
+            host: crate::hostname(),
+            pid,
+            user: "u".into(),
+            time: chrono::Utc::now().to_rfc3339(),
+            exclusive: false,
+        }
+    }
+
+    #[test]
+    fn impossible_pids_on_this_host_are_stale_not_process_groups() {
+        assert!(!lock(std::process::id()).is_stale());
+        // Cast unchecked, u32::MAX is kill(-1, 0), which succeeds: the lock looked live forever.
+        assert!(lock(u32::MAX).is_stale());
+        assert!(lock(0).is_stale());
+        assert!(lock(1 << 31).is_stale());
     }
 }

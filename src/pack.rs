@@ -12,7 +12,7 @@
 //! can stream blobs without knowing the count; the trailing length lets a reader find it with one
 //! small read. A pack's file name is the BLAKE3 of all its bytes.
 
-use crate::blob::{BlobType, Compression, SealedBlob};
+use crate::blob::{BlobType, Compression, MAX_BLOB_LEN, SealedBlob};
 use crate::crypto::{CryptoError, MasterKey, SEAL_OVERHEAD};
 use crate::direct::AlignedVec;
 use crate::envelope::{self, HEADER_LEN, Kind};
@@ -148,7 +148,8 @@ pub fn decode_entries(
         return Err(PackError::Format("shorter than its count".into()));
     }
     let count = u32_at(plain, 0) as usize;
-    if plain.len() != 4 + count.saturating_mul(ENTRY_LEN) {
+    // Checked: on a 32-bit target `4 + count·42` can overflow, and a wrapped length could match.
+    if count.checked_mul(ENTRY_LEN).and_then(|n| n.checked_add(4)) != Some(plain.len()) {
         return Err(PackError::Format(format!(
             "{} bytes cannot hold {count} entries",
             plain.len()
@@ -167,6 +168,24 @@ pub fn decode_entries(
         if (length as usize) < SEAL_OVERHEAD {
             return Err(PackError::Format(format!(
                 "entry {i}: length {length} is shorter than a sealed blob"
+            )));
+        }
+        // Readers allocate by these lengths: bound them by what a writer can produce (a blob of
+        // at most MAX_BLOB_LEN bytes, stored raw or strictly smaller after compression).
+        let body = length as usize - SEAL_OVERHEAD;
+        if raw_len as usize > MAX_BLOB_LEN {
+            return Err(PackError::Format(format!(
+                "entry {i}: raw length {raw_len} is beyond any blob snap writes ({MAX_BLOB_LEN})"
+            )));
+        }
+        let consistent = match compression {
+            Compression::None => body == raw_len as usize,
+            Compression::Zstd => body < raw_len as usize,
+        };
+        if !consistent {
+            return Err(PackError::Format(format!(
+                "entry {i}: {length} sealed bytes cannot hold {raw_len} plaintext bytes \
+                 stored as {compression:?}"
             )));
         }
         let mut id = [0u8; 32];
@@ -265,5 +284,40 @@ mod tests {
         let n = bad.len();
         bad[n - 10] ^= 1;
         assert!(read_whole(&k, &bad).is_err());
+    }
+
+    fn one_entry(compression: Compression, length: u32, raw_len: u32) -> Vec<u8> {
+        encode_entries(&[PackEntry {
+            btype: BlobType::Data,
+            compression,
+            offset: 8,
+            length,
+            raw_len,
+            id: Id([5; 32]),
+        }])
+    }
+
+    #[test]
+    fn entries_claiming_impossible_lengths_are_refused() {
+        let hdr = (4 + ENTRY_LEN + SEAL_OVERHEAD) as u64;
+        let fits = |length: u32| 8 + length as u64 + hdr + 4;
+        // What writers produce: raw = sealed − 28; zstd strictly smaller.
+        let ok = one_entry(Compression::None, 128, 100);
+        assert_eq!(decode_entries(&ok, fits(128), hdr).unwrap()[0].raw_len, 100);
+        let z = one_entry(Compression::Zstd, 60, 100);
+        assert!(decode_entries(&z, fits(60), hdr).is_ok());
+        // A raw length beyond any blob (readers allocate it for zstd).
+        let huge = one_entry(Compression::Zstd, 60, u32::MAX);
+        let e = decode_entries(&huge, fits(60), hdr)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("raw length"), "{e}");
+        // Stored raw, the lengths must agree.
+        assert!(decode_entries(&one_entry(Compression::None, 128, 10), fits(128), hdr).is_err());
+        assert!(decode_entries(&one_entry(Compression::Zstd, 128, 100), fits(128), hdr).is_err());
+        // A count whose byte length overflows is a mismatch, not a wrap.
+        let mut lying = ok.clone();
+        lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_entries(&lying, fits(128), hdr).is_err());
     }
 }

@@ -100,13 +100,21 @@ impl Node {
         String::from_utf8_lossy(&self.name).into_owned()
     }
 
-    /// Bytes of content actually stored (holes excluded).
+    /// Bytes of content actually stored (holes excluded). Saturating: in a validated tree the
+    /// sum is at most `size`, and an unvalidated node must not panic or wrap.
     pub fn data_bytes(&self) -> u64 {
         self.content
             .iter()
             .filter(|e| e.0.is_some())
-            .map(|e| e.1)
-            .sum()
+            .fold(0u64, |acc, e| acc.saturating_add(e.1))
+    }
+
+    /// Σ extent lengths, or `None` when the sum does not fit a u64 (only damage or a hostile
+    /// tree can claim that much: a file is at most 2^63 − 1 bytes).
+    pub fn content_len(&self) -> Option<u64> {
+        self.content
+            .iter()
+            .try_fold(0u64, |acc, e| acc.checked_add(e.1))
     }
 }
 
@@ -145,9 +153,9 @@ impl Tree {
             prev = Some(&n.name);
             let ok = match n.kind {
                 NodeKind::Dir => n.subtree.is_some() && n.content.is_empty(),
-                NodeKind::File => {
-                    n.subtree.is_none() && n.content.iter().map(|e| e.1).sum::<u64>() == n.size
-                }
+                // Checked: extent lengths come from the repository, and a wrapped sum could
+                // match `size` while the extents cover far more.
+                NodeKind::File => n.subtree.is_none() && n.content_len() == Some(n.size),
                 NodeKind::Symlink => {
                     n.target.is_some() && n.subtree.is_none() && n.content.is_empty()
                 }

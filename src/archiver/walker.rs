@@ -219,21 +219,22 @@ pub(super) fn walk(
     })
 }
 
+// Saturating: `bytes_total` sums `lstat` sizes, and two sparse files of 2^63 − 1 bytes (tmpfs,
+// XFS, FUSE) would overflow a u64.
 fn add_counts(into: &mut Summary, s: &Summary) {
-    into.files_new += s.files_new;
-    into.files_changed += s.files_changed;
-    into.files_unmodified += s.files_unmodified;
-    into.dirs += s.dirs;
-    into.other_entries += s.other_entries;
-    into.bytes_read += s.bytes_read;
-    into.bytes_total += s.bytes_total;
+    into.files_new = into.files_new.saturating_add(s.files_new);
+    into.files_changed = into.files_changed.saturating_add(s.files_changed);
+    into.files_unmodified = into.files_unmodified.saturating_add(s.files_unmodified);
+    into.dirs = into.dirs.saturating_add(s.dirs);
+    into.other_entries = into.other_entries.saturating_add(s.other_entries);
+    into.bytes_read = into.bytes_read.saturating_add(s.bytes_read);
+    into.bytes_total = into.bytes_total.saturating_add(s.bytes_total);
 }
 
 fn unchanged(old: &Node, md: &std::fs::Metadata) -> bool {
     old.kind == NodeKind::File
         && old.size == md.size()
-        && old.mtime == md.mtime() * 1_000_000_000 + md.mtime_nsec()
-        && old.ctime == md.ctime() * 1_000_000_000 + md.ctime_nsec()
+        && (old.mtime, old.ctime) == files::times_ns(md)
         && old.inode == md.ino()
 }
 
@@ -365,6 +366,9 @@ impl<'a, 's> Walker<'a, 's> {
                     continue;
                 }
             };
+            if let Some(p) = files::time_range_problem(&md) {
+                self.error(path, p);
+            }
             match (child, node.kind) {
                 (Top::Virtual(..), _) | (Top::Real(_), NodeKind::Dir) => {
                     let sub = self.parent_subtree(old);
@@ -495,6 +499,9 @@ impl<'a, 's> Walker<'a, 's> {
                 return Ok(None);
             }
         };
+        if let Some(p) = files::time_range_problem(md) {
+            self.error(child, p);
+        }
         if node.kind != NodeKind::Dir {
             return Ok(self
                 .entry_content(child, md, &mut node, old)?
@@ -547,7 +554,7 @@ impl<'a, 's> Walker<'a, 's> {
             self.summary.other_entries += 1;
             return Ok(Some(Pending::default()));
         }
-        self.summary.bytes_total += node.size;
+        self.summary.bytes_total = self.summary.bytes_total.saturating_add(node.size);
         progress.bytes_seen.fetch_add(node.size, Ordering::Relaxed);
         if let Some(old) = old.filter(|o| unchanged(o, md)) {
             let mut all_present = true;
@@ -568,7 +575,7 @@ impl<'a, 's> Walker<'a, 's> {
             node.content = content;
             // The size must match the content recorded for the first link, even if the file
             // changed in between.
-            node.size = node.content.iter().map(|e| e.1).sum();
+            node.size = node.content_len().unwrap_or(u64::MAX);
             self.summary.files_unmodified += 1;
             return Ok(Some(Pending::default()));
         }

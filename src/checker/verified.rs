@@ -115,7 +115,9 @@ impl Verified {
             .stamps
             .values()
             .max()
-            .map_or(now, |m| now.max(m + 1))
+            // Saturating: the stamps were read from a cache file, and u64::MAX must not wrap
+            // (or panic) into "verified long ago".
+            .map_or(now, |m| now.max(m.saturating_add(1)))
             .max(2);
         for id in ids {
             self.stamps.insert(*id, stamp);
@@ -165,6 +167,20 @@ mod tests {
         for bad in ["0%", "101%", "x%", "0/5", "6/5", "1/257", "3", "a/b", ""] {
             assert!(bad.parse::<ReadData>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_stamp_at_the_maximum_from_the_cache_does_not_wrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Id([9; 32]);
+        std::fs::write(
+            dir.path().join("verified"),
+            format!("{MAGIC}\n{id} {}\n", u64::MAX),
+        )
+        .unwrap();
+        let mut v = Verified::load(dir.path());
+        v.record(&[Id([1; 32])]);
+        assert_eq!(v.stamps[&Id([1; 32])], u64::MAX);
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! `snap init`: create a repository.
 
 use anyhow::Result;
+use snap::keyfile::{MAX_MEMORY_KIB, MIN_MEMORY_KIB};
 use snap::repo::{self, InitOptions};
 
 use super::Ctx;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Target pack size in MiB
-    #[arg(long)]
+    /// Target pack size in MiB (1 to 1024)
+    // Bounded here so `MiB × 2^20` cannot wrap a u32 into a different, valid size (4097 would
+    // become 1 MiB); the range is the config's (1 MiB ..= 1 GiB).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pack_size_mib: Option<u32>,
     /// zstd level for new blobs (0 = no compression)
     #[arg(long)]
@@ -19,18 +22,27 @@ pub struct Args {
     /// Chunk sizes in KiB for database dump streams, MIN,AVG,MAX
     #[arg(long, value_parser = parse_chunker)]
     db_chunker_kib: Option<(u32, u32, u32)>,
-    /// argon2id memory in KiB for the key file (lower only for tests)
-    #[arg(long, hide = true)]
+    /// argon2id memory in KiB for the key file (lower only for tests; never below the floor)
+    #[arg(long, hide = true,
+          value_parser = clap::value_parser!(u32).range(MIN_MEMORY_KIB as i64..=MAX_MEMORY_KIB as i64))]
     kdf_memory_kib: Option<u32>,
 }
 
+/// `MIN,AVG,MAX` in KiB, as bytes. A value whose byte count does not fit a u32 is refused here
+/// (it would otherwise wrap to a small, valid-looking size); the config's own ranges are checked
+/// by `init`.
 fn parse_chunker(s: &str) -> Result<(u32, u32, u32), String> {
     let v: Vec<u32> = s
         .split(',')
-        .map(|x| x.trim().parse::<u32>().map_err(|e| e.to_string()))
+        .map(|x| {
+            let kib = x.trim().parse::<u32>().map_err(|e| e.to_string())?;
+            kib.checked_mul(1024).ok_or_else(|| {
+                format!("{kib} KiB is too large (chunk sizes are at most 16384 KiB)")
+            })
+        })
         .collect::<Result<_, _>>()?;
     match v[..] {
-        [a, b, c] => Ok((a * 1024, b * 1024, c * 1024)),
+        [a, b, c] => Ok((a, b, c)),
         _ => Err("expected MIN,AVG,MAX".into()),
     }
 }
@@ -38,6 +50,7 @@ fn parse_chunker(s: &str) -> Result<(u32, u32, u32), String> {
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let path = ctx.repo_path()?;
     let mut opts = InitOptions {
+        // Cannot overflow: clap bounds the value to 1..=1024.
         pack_size: a.pack_size_mib.map(|m| m * 1024 * 1024),
         compression: a.compression,
         chunker: a.chunker_kib,

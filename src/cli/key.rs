@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use snap::keyfile::{DEFAULT_ITERATIONS, DEFAULT_MEMORY_KIB};
+use snap::keyfile::{DEFAULT_ITERATIONS, DEFAULT_MEMORY_KIB, MAX_MEMORY_KIB, MIN_MEMORY_KIB};
 use snap::repo::keys;
 use snap::repo::lock::Operation;
 use zeroize::Zeroizing;
@@ -27,8 +27,9 @@ pub struct NewPassword {
     /// File whose first line is the new password
     #[arg(long)]
     new_password_file: Option<PathBuf>,
-    /// argon2id memory in KiB for the new key file (lower only for tests)
-    #[arg(long, hide = true)]
+    /// argon2id memory in KiB for the new key file (lower only for tests; never below the floor)
+    #[arg(long, hide = true,
+          value_parser = clap::value_parser!(u32).range(MIN_MEMORY_KIB as i64..=MAX_MEMORY_KIB as i64))]
     kdf_memory_kib: Option<u32>,
 }
 

@@ -1,5 +1,10 @@
 //! Reading file system entries: metadata into tree nodes, extended attributes, and the data
 //! regions of sparse files (found with SEEK_DATA/SEEK_HOLE, so holes are neither read nor stored).
+//!
+//! Every number here comes from the file system (any FUSE server can report anything), so the
+//! arithmetic on it is checked or saturating: a node records times as i64 nanoseconds, which
+//! spans 1677-09-21 to 2262-04-11; a time outside that is clamped to the nearest end and
+//! reported by [`time_range_problem`], never wrapped into an unrelated date.
 
 use std::ffi::OsStr;
 use std::fs::{File, Metadata, OpenOptions};
@@ -30,6 +35,46 @@ pub fn kind_of(md: &Metadata) -> NodeKind {
     }
 }
 
+/// `secs · 10^9 + nsec` as a node records it, clamped to the i64 range; `Err(clamped)` when it
+/// did not fit (a time before 1677-09-21 or after 2262-04-11).
+pub fn time_ns(secs: i64, nsec: i64) -> Result<i64, i64> {
+    secs.checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(nsec))
+        .ok_or(if secs < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn clamped(r: Result<i64, i64>) -> i64 {
+    r.unwrap_or_else(|c| c)
+}
+
+/// (mtime, ctime) of `md` in nanoseconds, clamped as [`time_ns`] does.
+pub fn times_ns(md: &Metadata) -> (i64, i64) {
+    (
+        clamped(time_ns(md.mtime(), md.mtime_nsec())),
+        clamped(time_ns(md.ctime(), md.ctime_nsec())),
+    )
+}
+
+/// Why `md`'s times cannot be recorded exactly, if they cannot: the entry is still backed up
+/// with the clamped time, and the caller reports this so the user knows a restore will differ.
+pub fn time_range_problem(md: &Metadata) -> Option<String> {
+    let mut bad = Vec::new();
+    for (what, secs, nsec) in [
+        ("modification", md.mtime(), md.mtime_nsec()),
+        ("change", md.ctime(), md.ctime_nsec()),
+    ] {
+        if time_ns(secs, nsec).is_err() {
+            bad.push(format!("{what} time ({secs} s since 1970)"));
+        }
+    }
+    (!bad.is_empty()).then(|| {
+        format!(
+            "{} outside what snap records (1677-09-21 to 2262-04-11); stored as the nearest end              of that range, so a restore sets that time instead (content is backed up)",
+            bad.join(" and ")
+        )
+    })
+}
+
 /// A node with everything but content/subtree filled in from `lstat` data, xattrs and link target.
 pub fn node_from(name: &OsStr, path: &Path, md: &Metadata) -> io::Result<Node> {
     let kind = kind_of(md);
@@ -38,6 +83,7 @@ pub fn node_from(name: &OsStr, path: &Path, md: &Metadata) -> io::Result<Node> {
     } else {
         None
     };
+    let (mtime, ctime) = times_ns(md);
     Ok(Node {
         name: name.as_bytes().to_vec(),
         kind,
@@ -45,8 +91,8 @@ pub fn node_from(name: &OsStr, path: &Path, md: &Metadata) -> io::Result<Node> {
         uid: md.uid(),
         gid: md.gid(),
         size: if kind == NodeKind::File { md.size() } else { 0 },
-        mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
-        ctime: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        mtime,
+        ctime,
         inode: md.ino(),
         dev: md.dev(),
         nlink: md.nlink(),
@@ -86,7 +132,8 @@ pub fn data_regions(file: &File, size: u64, blocks: u64) -> io::Result<Vec<(u64,
     if size == 0 {
         return Ok(Vec::new());
     }
-    if blocks * 512 >= size {
+    // Saturating: `st_blocks` is whatever the file system reports.
+    if blocks.saturating_mul(512) >= size {
         return Ok(vec![(0, size)]);
     }
     let fd = file.as_raw_fd();
@@ -163,4 +210,23 @@ pub fn open_regular(path: &Path, flags: i32) -> io::Result<File> {
         }
     }
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_clamp_instead_of_wrapping() {
+        assert_eq!(time_ns(1, 5), Ok(1_000_000_005));
+        assert_eq!(time_ns(-1, 5), Ok(-999_999_995));
+        // 2262-04-11T23:47:16.854775807Z is the last representable instant.
+        assert_eq!(time_ns(9_223_372_036, 854_775_807), Ok(i64::MAX));
+        assert_eq!(time_ns(9_223_372_036, 854_775_808), Err(i64::MAX));
+        // Year 2300, which wrapped to 1715 before.
+        assert_eq!(time_ns(10_413_792_000, 0), Err(i64::MAX));
+        assert_eq!(time_ns(i64::MAX, 999_999_999), Err(i64::MAX));
+        assert_eq!(time_ns(i64::MIN, 0), Err(i64::MIN));
+        assert_eq!(time_ns(-9_223_372_037, 0), Err(i64::MIN));
+    }
 }

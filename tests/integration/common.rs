@@ -26,7 +26,7 @@ impl Env {
         let repo = dir.path().join("repo");
         let cache = dir.path().join("cache");
         let env = Env { dir, repo, cache };
-        let mut args = vec!["init", "--kdf-memory-kib", "1024"];
+        let mut args = vec!["init", "--kdf-memory-kib", "19456"];
         args.extend_from_slice(init_args);
         env.ok(&args);
         env
@@ -269,4 +269,17 @@ pub fn snap_as_nobody(env: &Env, args: &[&std::ffi::OsStr]) -> Output {
         .env("HOME", env.dir.path())
         .output()
         .unwrap()
+}
+
+impl Env {
+    /// A scratch directory with no repository yet (for testing `init` itself).
+    pub fn uninit() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("snap-it-")
+            .tempdir_in(scratch_root())
+            .unwrap();
+        let repo = dir.path().join("repo");
+        let cache = dir.path().join("cache");
+        Env { dir, repo, cache }
+    }
 }

@@ -280,7 +280,7 @@ fn key_file_corrupted() {
     let env = &fx.env;
     let first = env.only_file("keys");
     let o = env
-        .cmd(&["key", "add", "--kdf-memory-kib", "1024"])
+        .cmd(&["key", "add", "--kdf-memory-kib", "19456"])
         .env("SNAP_NEW_PASSWORD", "second")
         .output()
         .unwrap();

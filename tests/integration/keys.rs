@@ -10,7 +10,7 @@ fn add_remove_and_change_passwords() {
     write(&src.join("f"), b"data");
     env.backup(&[src.to_str().unwrap()]);
     let add = env
-        .cmd(&["--json", "key", "add", "--kdf-memory-kib", "1024"])
+        .cmd(&["--json", "key", "add", "--kdf-memory-kib", "19456"])
         .env("SNAP_NEW_PASSWORD", "second")
         .output()
         .unwrap();
@@ -71,7 +71,7 @@ fn add_remove_and_change_passwords() {
     assert_eq!(o.status.code(), Some(1));
     // passwd: the new password works, the old does not.
     let o = env
-        .cmd(&["key", "passwd", "--kdf-memory-kib", "1024"])
+        .cmd(&["key", "passwd", "--kdf-memory-kib", "19456"])
         .env("SNAP_PASSWORD", "second")
         .env("SNAP_NEW_PASSWORD", "third")
         .output()

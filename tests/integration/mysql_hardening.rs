@@ -331,7 +331,7 @@ fn secrets_never_shown_by_any_command() {
         cmdlines += usize::from(r.cmdline_seen);
         r
     };
-    run(&["init", "--kdf-memory-kib", "1024"], &[]);
+    run(&["init", "--kdf-memory-kib", "19456"], &[]);
     let b = run(
         &[
             "--json",
@@ -480,7 +480,7 @@ fn password_in_url_works_with_a_warning_and_is_redacted_in_errors() {
     let x = Secrets::new();
     let port = x.s.port;
     let run = |args: &[&str]| x.cmd(args).output().unwrap();
-    assert!(run(&["init", "--kdf-memory-kib", "1024"]).status.success());
+    assert!(run(&["init", "--kdf-memory-kib", "19456"]).status.success());
     for scheme in ["mysql", "mariadb"] {
         let url = format!("{scheme}://{SECRETS_USER}:{MYSQL_PW}@127.0.0.1:{port}");
         let o = run(&["backup", "--mysql", &url, "--mysql-database", "secretdb"]);
@@ -521,7 +521,7 @@ fn password_file_wins_over_the_environment() {
     let x = Secrets::new();
     let ok = |o: Output, what: &str| assert!(o.status.success(), "{what}: {}", stderr(&o));
     ok(
-        x.cmd(&["init", "--kdf-memory-kib", "1024"])
+        x.cmd(&["init", "--kdf-memory-kib", "19456"])
             .output()
             .unwrap(),
         "init",
