@@ -72,6 +72,7 @@ impl StreamSource for SnapshotStreams<'_> {
             extents: node.content.clone().into_iter(),
             buf: Vec::new(),
             pos: 0,
+            hole: 0,
         }))
     }
 
@@ -86,19 +87,31 @@ struct BlobReader<'r> {
     extents: std::vec::IntoIter<Extent>,
     buf: Vec<u8>,
     pos: usize,
+    /// Zero bytes still to give for a hole: streamed, never allocated (its length is read
+    /// from a tree).
+    hole: u64,
 }
 
 impl Read for BlobReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
+        while self.pos == self.buf.len() && self.hole == 0 {
             let Some(Extent(id, len)) = self.extents.next() else {
                 return Ok(0);
             };
-            self.buf = match id {
-                Some(id) => self.repo.load_blob(&id).map_err(std::io::Error::other)?,
-                None => vec![0; len as usize],
-            };
+            match id {
+                Some(id) => self.buf = self.repo.load_blob(&id).map_err(std::io::Error::other)?,
+                None => {
+                    self.buf.clear();
+                    self.hole = len;
+                }
+            }
             self.pos = 0;
+        }
+        if self.hole > 0 {
+            let n = usize::try_from(self.hole).map_or(out.len(), |h| h.min(out.len()));
+            out[..n].fill(0);
+            self.hole -= n as u64;
+            return Ok(n);
         }
         let n = out.len().min(self.buf.len() - self.pos);
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);

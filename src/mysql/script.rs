@@ -7,11 +7,13 @@
 //! to parse SQL, and any statement text survives byte for byte. Lines starting with `--` between
 //! statements are comments.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 
 use crate::error::{Error, Result};
 
 const HEADER: &str = "-- snap:statement ";
+/// The largest statement length a stream may claim: a server's max_allowed_packet limit.
+const MAX_STATEMENT: usize = 1 << 30;
 
 /// Appends one framed statement. `label` is for people reading the stream (kind and name).
 pub fn write_statement(out: &mut dyn Write, label: &str, sql: &str) -> std::io::Result<()> {
@@ -59,10 +61,26 @@ pub fn read_statements(input: &mut dyn BufRead, path: &str) -> Result<Vec<Statem
         let len: usize = len
             .parse()
             .map_err(|_| Error::dump_stream(path, format!("bad statement length {len:?}")))?;
-        let mut body = vec![0u8; len + 1];
-        input
-            .read_exact(&mut body)
+        // The length is read from the stream: bounded by the largest statement a server takes
+        // (max_allowed_packet is at most 1 GiB), and memory grows only with bytes really read.
+        if len > MAX_STATEMENT {
+            return Err(Error::dump_stream(
+                path,
+                format!("statement {label:?} claims {len} bytes, more than a server accepts"),
+            ));
+        }
+        let mut body = Vec::with_capacity(len.min(1 << 20) + 1);
+        let want = len as u64 + 1;
+        let got = (&mut *input)
+            .take(want)
+            .read_to_end(&mut body)
             .map_err(|e| Error::dump_stream(path, format!("statement {label:?} truncated: {e}")))?;
+        if got as u64 != want {
+            return Err(Error::dump_stream(
+                path,
+                format!("statement {label:?} truncated: {got} of {want} bytes"),
+            ));
+        }
         if body.pop() != Some(b'\n') {
             return Err(Error::dump_stream(
                 path,

@@ -45,7 +45,7 @@ pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>> {
 /// Adds a key file for `password`; returns its id.
 pub fn add(repo: &Repository, password: &[u8], memory_kib: u32, iterations: u32) -> Result<Id> {
     let kf = KeyFile::create(repo.key(), password, memory_kib, iterations)
-        .map_err(|e| Error::corrupt("keys/", e.to_string()))?;
+        .map_err(|e| super::key_error(e, "keys/"))?;
     let bytes = kf.encode();
     let id = Id::of_file_bytes(&bytes);
     repo.backend().write(&format!("keys/{id}"), &bytes)?;

@@ -105,8 +105,12 @@ fn passwd_home() -> Option<PathBuf> {
     }
 }
 
-fn key_error(e: KeyFileError, path: &str) -> Error {
-    Error::corrupt(path, e.to_string())
+pub(crate) fn key_error(e: KeyFileError, path: &str) -> Error {
+    match e {
+        // A new key's parameters are the caller's choice, not damage.
+        KeyFileError::BelowFloor { .. } => Error::Usage(e.to_string()),
+        e => Error::corrupt(path, e.to_string()),
+    }
 }
 
 /// Creates a new repository at `path`; returns its id.

@@ -295,7 +295,7 @@ impl Walk<'_> {
                 NodeKind::File => {
                     let file = target::create_file(d.as_fd(), name, &path)?;
                     self.summary.files += 1;
-                    self.summary.bytes += node.size;
+                    self.summary.bytes = self.summary.bytes.saturating_add(node.size);
                     let file = FileJob {
                         file,
                         dir: d,
