@@ -19,13 +19,7 @@ pub fn bin() -> &'static str {
 impl Env {
     /// A new, initialised repository (cheap KDF, optional extra init args).
     pub fn new(init_args: &[&str]) -> Env {
-        let dir = tempfile::Builder::new()
-            .prefix("snap-it-")
-            .tempdir_in(scratch_root())
-            .unwrap();
-        let repo = dir.path().join("repo");
-        let cache = dir.path().join("cache");
-        let env = Env { dir, repo, cache };
+        let env = Env::uninit();
         let mut args = vec!["init", "--kdf-memory-kib", "19456"];
         args.extend_from_slice(init_args);
         env.ok(&args);
