@@ -589,3 +589,6 @@ pub fn plan_ids(
         }],
     })
 }
+
+#[cfg(test)]
+mod tests;
