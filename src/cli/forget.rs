@@ -106,15 +106,15 @@ fn print(ctx: &Ctx, out: &ForgetOutcome) {
         if !(g.keep.is_empty() && g.remove.is_empty()) {
             println!("{}:", g.group);
         }
-        table("keep", &g.keep);
-        table(
-            if out.dry_run {
-                "would remove"
-            } else {
-                "remove"
-            },
-            &g.remove,
-        );
+        table("keep", &g.keep, true);
+        let removing = if out.dry_run {
+            "would remove"
+        } else {
+            "remove"
+        };
+        // Forgotten by id, the reason ("named") is worth showing; by policy there is none.
+        let named = g.remove.iter().any(|d| !d.reasons.is_empty());
+        table(removing, &g.remove, named);
         println!();
     }
     if ctx.quiet {
@@ -131,27 +131,33 @@ fn print(ctx: &Ctx, out: &ForgetOutcome) {
     }
 }
 
-fn table(what: &str, list: &[Decision]) {
+fn table(what: &str, list: &[Decision], reasons: bool) {
     println!("{what} {} snapshot(s)", list.len());
     if list.is_empty() {
         return;
     }
-    println!(
-        "  {:<8}  {:<25}  {:<12}  {:<16}  reasons",
-        "id", "time", "host", "tags"
+    let header = format!(
+        "  {:<8}  {:<26}  {:<12}  {:<16}  {}",
+        "id",
+        "time",
+        "host",
+        "tags",
+        if reasons { "reasons" } else { "" }
     );
+    println!("{}", header.trim_end());
     for d in list {
         let time = chrono::DateTime::parse_from_rfc3339(&d.time)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S %:z").to_string())
             .unwrap_or_else(|_| d.time.clone());
-        let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
-        println!(
-            "  {:<8}  {:<25}  {:<12}  {:<16}  {}",
+        let why: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
+        let line = format!(
+            "  {:<8}  {:<26}  {:<12}  {:<16}  {}",
             d.short_id,
             time,
             d.host,
             d.tags.join(","),
-            reasons.join(", ")
+            why.join(", ")
         );
+        println!("{}", line.trim_end());
     }
 }

@@ -216,3 +216,31 @@ fn forget_policy_dry_run_refusal_ids_and_safety_copies() {
         assert_eq!(manifest(&restored), manifests[id], "snapshot {id}");
     }
 }
+
+#[test]
+fn forget_takes_the_exclusive_lock_and_dry_run_none() {
+    let env = Env::new(&[]);
+    let src = env.path("src");
+    write(&src.join("f"), b"data");
+    let s = src.to_str().unwrap();
+    for t in ["2024-05-01T10:00:00+02:00", "2024-05-02T10:00:00+02:00"] {
+        env.backup(&[s, "--time", t]);
+    }
+    // An unreadable lock conflicts with every exclusive taker (it may be anyone's).
+    write(&env.repo.join("locks").join("0".repeat(64)), b"not a lock");
+    let o = env.run(&["forget", "--keep-last", "1"]);
+    assert_eq!(code(&o), 11, "{}", stderr(&o));
+    assert_eq!(snapshot_ids(&env).len(), 2);
+    let dry = forget_json(&env, &["--keep-last", "1", "--dry-run"]);
+    assert_eq!(dry["groups"][0]["remove"].as_array().unwrap().len(), 1);
+    env.ok(&["unlock"]);
+    assert_eq!(forget_json(&env, &["--keep-last", "1"])["removed"], 1);
+    assert_eq!(snapshot_ids(&env).len(), 1);
+    assert!(
+        std::fs::read_dir(env.repo.join("locks"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "forget released its lock"
+    );
+}
