@@ -5,6 +5,8 @@
 //! The caller holds the exclusive [`Operation::Forget`](crate::repo::lock::Operation::Forget)
 //! lock before listing (unless `dry_run`), so the plan is made and carried out over one view of
 //! `snapshots/`: no backup adds a snapshot between the two, and no other forget removes one.
+//! A snapshot file that cannot be read is reported (in the repository's notes) and left alone:
+//! no policy can judge it, and `check` is the command that says what is wrong with it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
