@@ -40,6 +40,9 @@ pub enum Error {
     PathNotFound { snapshot: String, path: String },
     #[error("{0}")]
     Usage(String),
+    /// A retention policy or its parts (duration, group-by) are invalid or missing: a usage error.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::retention::PolicyError),
     #[error("{context}: {source}")]
     Context { context: String, source: Box<Error> },
     #[error("interrupted")]

@@ -18,6 +18,7 @@ pub mod keyfile;
 pub mod lockfile;
 pub mod mysql;
 pub mod pack;
+pub mod policy;
 pub mod private;
 pub mod secrets;
 pub mod snapshot;

@@ -7,12 +7,12 @@ use std::process::ExitCode;
 
 use snap::error::Error;
 
-/// Exit codes: 0 ok, 1 fatal (and `check` found damage), 2 usage (from clap), 3 snapshot written
-/// but incomplete, 10 no repository, 11 lock not taken, 12 wrong password, 13 lock lost (its
-/// refresh failed for too long; the operation stopped), 20 database
-/// unreachable, 21 database access denied, 22 database backup lock not granted in time,
-/// 23 skipped: a database backup of the same server is already running, 24 database verification
-/// failed, 130 interrupted.
+/// Exit codes: 0 ok, 1 fatal (and `check` found damage), 2 usage (from clap, or a missing or
+/// invalid retention policy), 3 snapshot written but incomplete, 10 no repository, 11 lock not
+/// taken, 12 wrong password, 13 lock lost (its refresh failed for too long; the operation
+/// stopped), 20 database unreachable, 21 database access denied, 22 database backup lock not
+/// granted in time, 23 skipped: a database backup of the same server is already running,
+/// 24 database verification failed, 130 interrupted.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>().map(Error::root) {
         Some(Error::NoRepository(_)) => 10,
@@ -25,6 +25,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::BackupRunning(_)) => 23,
         Some(Error::MysqlVerify { .. }) => 24,
         Some(Error::Interrupted) => 130,
+        Some(Error::Policy(_)) => 2,
         _ => 1,
     }
 }

@@ -36,6 +36,9 @@ pub struct BackupOptions {
     pub kind: BackupKind,
     /// A database to dump into `mysql/` beside the paths.
     pub mysql: Option<MysqlSource>,
+    /// The time to record instead of now (`snap backup --time`, for importing history and for
+    /// testing retention); `time_end` is it plus the run's duration.
+    pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
 /// Live counters a front end may poll to draw progress.
@@ -124,7 +127,9 @@ pub fn backup(
     interrupt: &AtomicBool,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
-    let time = chrono::Local::now();
+    let time = opts
+        .time
+        .unwrap_or_else(|| chrono::Local::now().fixed_offset());
     let host = opts.host.clone().unwrap_or_else(crate::hostname);
     if opts.paths.is_empty() && opts.mysql.is_none() {
         return Err(Error::Usage(
@@ -196,7 +201,14 @@ pub fn backup(
     };
     let snapshot = Snapshot {
         time: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
-        time_end: chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
+        time_end: match opts.time {
+            None => chrono::Local::now().fixed_offset(),
+            Some(t) => chrono::TimeDelta::from_std(started.elapsed())
+                .ok()
+                .and_then(|d| t.checked_add_signed(d))
+                .unwrap_or(t),
+        }
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
         host,
         user: crate::username(),
         paths: abs_paths,

@@ -35,8 +35,18 @@ pub struct Args {
     /// Compare with the latest full snapshot instead of the latest one
     #[arg(long)]
     differential: bool,
+    /// Record this time (RFC 3339 with offset, e.g. 2024-03-31T01:30:00+01:00) instead of now:
+    /// for importing history from another tool, and for testing retention policies
+    #[arg(long, value_parser = parse_time)]
+    time: Option<chrono::DateTime<chrono::FixedOffset>>,
     #[command(flatten)]
     db: super::mysql_args::Backup,
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
+        format!("{e}: give an RFC 3339 time with its offset, e.g. 2024-03-31T01:30:00+01:00")
+    })
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
@@ -65,6 +75,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         host: a.host,
         kind,
         mysql: a.db.source()?,
+        time: a.time,
     };
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&repo, Operation::Backup)?;

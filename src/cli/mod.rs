@@ -4,6 +4,7 @@
 mod backup;
 mod browse;
 mod check;
+mod forget;
 mod init;
 mod key;
 mod latest;
@@ -67,6 +68,9 @@ enum Command {
     Cat(browse::CatArgs),
     /// Restore a snapshot (or a path inside it) into a directory
     Restore(restore::Args),
+    /// Remove snapshots by retention policy (--keep-daily 7 ...) or by id; their data stays until
+    /// a prune
+    Forget(forget::Args),
     /// Check the repository's structure (and with --read-data, every byte)
     Check(check::Args),
     /// Remove stale locks
@@ -178,6 +182,7 @@ pub fn run() -> Result<u8> {
         Command::Ls(a) => browse::ls(&ctx, a),
         Command::Cat(a) => browse::cat(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
+        Command::Forget(a) => forget::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Unlock(a) => check::unlock(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),

@@ -213,6 +213,7 @@ pub fn restore(
                     ..DumpOptions::default()
                 },
             }),
+            time: None,
         };
         let out = archiver::backup(repo, &backup, &BackupProgress::default(), interrupt)
             .map_err(|e| e.context("taking the pre-restore snapshot (nothing was changed)"))?;

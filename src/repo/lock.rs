@@ -45,6 +45,8 @@ pub enum Operation {
     KeyRemove,
     KeyPasswd,
     RepairIndex,
+    /// Removes snapshot files (not `--dry-run`, which takes no lock).
+    Forget,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +61,10 @@ impl Operation {
         match self {
             Backup | Restore | Browse | Check | Verify | MysqlRestore | KeyList => LockMode::Shared,
             // Two key removals at once could each leave "another key" and together none; a
-            // passwd removes a key; repair rebuilds the index others read.
-            KeyAdd | KeyRemove | KeyPasswd | RepairIndex => LockMode::Exclusive,
+            // passwd removes a key; repair rebuilds the index others read; forget removes
+            // snapshots a restore or check may be reading, and must not plan over a listing a
+            // backup is adding to.
+            KeyAdd | KeyRemove | KeyPasswd | RepairIndex | Forget => LockMode::Exclusive,
         }
     }
 }

@@ -420,6 +420,12 @@ impl Repository {
         })
     }
 
+    /// Removes a snapshot file (forget). The caller holds the exclusive forget lock; the packs it
+    /// referenced stay until a prune. Removing one already gone is not an error.
+    pub fn remove_snapshot(&self, id: &Id) -> Result<()> {
+        self.backend.remove(&format!("snapshots/{id}"))
+    }
+
     /// Every snapshot, oldest first. Unreadable snapshot files are reported in `notes` and skipped.
     pub fn snapshots(&mut self) -> Result<Vec<(Id, Snapshot)>> {
         let mut out = Vec::new();

@@ -277,3 +277,20 @@ impl Env {
         Env { dir, repo, cache }
     }
 }
+
+/// The ids of the repository's snapshots (`snap snapshots --json`), as full hex.
+pub fn snapshot_ids(env: &Env) -> std::collections::BTreeSet<String> {
+    env.json(&["snapshots"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `snap --json forget ARGS`, parsed.
+pub fn forget_json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["forget"];
+    a.extend_from_slice(args);
+    env.json(&a)
+}

@@ -10,6 +10,7 @@ mod confinement;
 mod corruption;
 mod crash;
 mod errors;
+mod forget;
 mod formats;
 mod golden;
 mod index_cache;
