@@ -65,3 +65,44 @@ fn repository_and_cache_are_private_to_their_owner() {
     run(&["snapshots"]);
     assert_eq!(readable_by_others(&cache), Vec::<String>::new());
 }
+
+#[test]
+fn without_home_the_cache_is_never_in_a_shared_tmp_directory() {
+    assert!(
+        is_root(),
+        "this test runs snap as nobody through setpriv: run the suite as root"
+    );
+    // What an older snap may have left, so the check below sees only this run.
+    let _ = fs::remove_dir_all("/tmp/.cache/snap");
+    let env = Env::new(&[]);
+    for d in [env.dir.path(), &env.repo] {
+        chmod_r("a+rwX", d);
+    }
+    // nobody's home in the password database (/nonexistent on Debian) is what snap falls back
+    // to; before, it was /tmp/.cache/snap, where any local user could plant or read the index.
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", bin()])
+        .arg("snapshots")
+        .env("SNAP_REPOSITORY", &env.repo)
+        .env("SNAP_PASSWORD", PASSWORD)
+        .env_remove("SNAP_CACHE_DIR")
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("HOME")
+        .output()
+        .unwrap();
+    assert_no_panic(&o);
+    assert!(
+        !stderr(&o).contains("/tmp"),
+        "cache under /tmp: {}",
+        stderr(&o)
+    );
+    assert!(
+        !Path::new("/tmp/.cache/snap").exists(),
+        "a cache was made in /tmp"
+    );
+    assert!(
+        stderr(&o).contains("/nonexistent/.cache/snap"),
+        "the error names the cache it could not make: {}",
+        stderr(&o)
+    );
+}
