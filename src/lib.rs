@@ -33,6 +33,8 @@ pub mod checker;
 #[cfg(feature = "rocksdb")]
 pub mod database;
 #[cfg(feature = "rocksdb")]
+pub mod diff;
+#[cfg(feature = "rocksdb")]
 pub mod index;
 #[cfg(feature = "rocksdb")]
 pub mod repo;

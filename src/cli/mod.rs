@@ -4,6 +4,7 @@
 mod backup;
 mod browse;
 mod check;
+mod diff;
 mod forget;
 mod init;
 mod key;
@@ -68,6 +69,8 @@ enum Command {
     Cat(browse::CatArgs),
     /// Restore a snapshot (or a path inside it) into a directory
     Restore(restore::Args),
+    /// Show what changed between two snapshots (added, removed, modified, metadata)
+    Diff(diff::Args),
     /// Remove snapshots by retention policy (--keep-daily 7 ...) or by id; their data stays until
     /// a prune
     Forget(forget::Args),
@@ -182,6 +185,7 @@ pub fn run() -> Result<u8> {
         Command::Ls(a) => browse::ls(&ctx, a),
         Command::Cat(a) => browse::cat(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Unlock(a) => check::unlock(&ctx, a),

@@ -9,6 +9,7 @@ mod check_subset;
 mod confinement;
 mod corruption;
 mod crash;
+mod diff;
 mod errors;
 mod forget;
 mod formats;
