@@ -34,6 +34,8 @@ pub mod database;
 #[cfg(feature = "rocksdb")]
 pub mod index;
 #[cfg(feature = "rocksdb")]
+pub mod prune;
+#[cfg(feature = "rocksdb")]
 pub mod repo;
 #[cfg(feature = "rocksdb")]
 pub mod restorer;

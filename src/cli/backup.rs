@@ -68,6 +68,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     };
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&repo, Operation::Backup)?;
+    // A prune may have marked or deleted packs between opening and locking: with the lock held
+    // no pack can be deleted until this backup ends, so what the index says now stays true.
+    let opened = repo.notes.len();
+    repo.sync_index()?;
+    ctx.notes(&repo.notes[opened..]);
     let progress = Arc::new(BackupProgress::default());
     let p = progress.clone();
     let ticker = Ticker::start(

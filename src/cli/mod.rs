@@ -10,6 +10,7 @@ mod latest;
 mod mysql;
 mod mysql_args;
 mod progress;
+mod prune;
 mod restore;
 mod snapshots;
 mod verify;
@@ -69,6 +70,8 @@ enum Command {
     Restore(restore::Args),
     /// Check the repository's structure (and with --read-data, every byte)
     Check(check::Args),
+    /// Delete packs no snapshot uses (after a grace period) and repack partly used ones
+    Prune(prune::Args),
     /// Remove stale locks
     Unlock(check::UnlockArgs),
     /// Manage the passwords that open the repository
@@ -179,6 +182,7 @@ pub fn run() -> Result<u8> {
         Command::Cat(a) => browse::cat(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
         Command::Unlock(a) => check::unlock(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Repair(check::Repair::Index) => check::repair_index(&ctx),

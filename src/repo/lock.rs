@@ -3,7 +3,9 @@
 //!
 //! Operations that only add files (backup) or only read (restore, check, verify) take a shared
 //! lock; operations that delete what others may need (removing a key, rebuilding the index
-//! cache, and the deleting phases of forget and prune) take an exclusive one. Taking a lock is
+//! cache, and the deleting phases of forget and prune) take an exclusive one. Prune's marking
+//! phase takes a *prune* lock: shared with backups, exclusive against another prune; it then
+//! takes the exclusive lock beside it only to delete packs (see `crate::prune`). Taking a lock is
 //! write-then-look: the lock file is written, then every other lock is read again, so of two
 //! processes racing for conflicting locks at least one sees the other and backs off (exit 11).
 //!
@@ -45,11 +47,19 @@ pub enum Operation {
     KeyRemove,
     KeyPasswd,
     RepairIndex,
+    /// `prune` while it walks snapshots, repacks and writes its record: backups go on; no
+    /// second prune and no exclusive operation (forget) runs beside it.
+    Prune,
+    /// `prune` deleting packs whose marking is older than the grace period: the only moment
+    /// prune excludes backups (taken beside its own `Prune` lock, see [`LockGuard::escalate`]).
+    PruneDelete,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
     Shared,
+    /// Shared with every shared lock, exclusive against another prune lock.
+    Prune,
     Exclusive,
 }
 
@@ -60,7 +70,10 @@ impl Operation {
             Backup | Restore | Browse | Check | Verify | MysqlRestore | KeyList => LockMode::Shared,
             // Two key removals at once could each leave "another key" and together none; a
             // passwd removes a key; repair rebuilds the index others read.
-            KeyAdd | KeyRemove | KeyPasswd | RepairIndex => LockMode::Exclusive,
+            KeyAdd | KeyRemove | KeyPasswd | RepairIndex | PruneDelete => LockMode::Exclusive,
+            // Marking and repacking only add files; what they decide is re-checked under the
+            // exclusive lock before anything is deleted.
+            Prune => LockMode::Prune,
         }
     }
 }
@@ -137,22 +150,28 @@ pub struct LockGuard {
     thread: Option<JoinHandle<()>>,
 }
 
-fn conflicts(
-    backend: &dyn Backend,
-    key: &MasterKey,
+/// What a lock being taken must not meet.
+#[derive(Clone, Copy)]
+struct Want {
     exclusive: bool,
-    own: Option<&str>,
-) -> Result<()> {
+    prune: bool,
+    /// Ignore locks of this very process (a prune escalating beside its own prune lock).
+    ignore_own: bool,
+}
+
+fn conflicts(backend: &dyn Backend, key: &MasterKey, want: Want, own: Option<&str>) -> Result<()> {
+    let me = (crate::hostname(), std::process::id());
     for (path, info) in list_locks(backend, key)? {
         if Some(path.as_str()) == own {
             continue;
         }
         match info {
-            Some(i) if i.exclusive || exclusive => {
+            Some(i) if want.ignore_own && (i.host.clone(), i.pid) == me => {}
+            Some(i) if i.exclusive || want.exclusive || (i.prune && want.prune) => {
                 return Err(Error::Locked(format!("{path}: {}", i.describe())));
             }
             Some(_) => {}
-            None if exclusive => {
+            None if want.exclusive => {
                 return Err(Error::Locked(format!("{path}: unreadable lock file")));
             }
             None => {}
@@ -169,36 +188,77 @@ impl LockGuard {
         op: Operation,
         interrupt: Arc<AtomicBool>,
     ) -> Result<LockGuard> {
-        let exclusive = op.lock() == LockMode::Exclusive;
         Self::take_with(
             repo.backend().clone(),
             repo.key(),
-            exclusive,
+            Self::want(op, false),
             Some(interrupt),
         )
     }
 
+    fn want(op: Operation, ignore_own: bool) -> Want {
+        Want {
+            exclusive: op.lock() == LockMode::Exclusive,
+            prune: op.lock() == LockMode::Prune,
+            ignore_own,
+        }
+    }
+
+    /// Takes the lock of `op` beside locks this process already holds (prune's `PruneDelete`
+    /// beside its `Prune`), retrying every 20 ms for up to `wait` while other processes hold
+    /// conflicting locks; a backup between two runs of a backup loop is enough of a gap.
+    pub fn escalate(
+        repo: &super::Repository,
+        op: Operation,
+        interrupt: Arc<AtomicBool>,
+        wait: Duration,
+    ) -> Result<LockGuard> {
+        let start = Instant::now();
+        loop {
+            match Self::take_with(
+                repo.backend().clone(),
+                repo.key(),
+                Self::want(op, true),
+                Some(interrupt.clone()),
+            ) {
+                Err(Error::Locked(_)) if start.elapsed() < wait => {
+                    if interrupt.load(Ordering::SeqCst) {
+                        return Err(Error::Interrupted);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        }
+    }
+
     pub fn take(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> Result<LockGuard> {
-        Self::take_with(backend, key, exclusive, None)
+        let want = Want {
+            exclusive,
+            prune: false,
+            ignore_own: false,
+        };
+        Self::take_with(backend, key, want, None)
     }
 
     fn take_with(
         backend: Arc<dyn Backend>,
         key: &MasterKey,
-        exclusive: bool,
+        want: Want,
         interrupt: Option<Arc<AtomicBool>>,
     ) -> Result<LockGuard> {
-        conflicts(backend.as_ref(), key, exclusive, None)?;
+        conflicts(backend.as_ref(), key, want, None)?;
         let info = move || LockInfo {
             host: crate::hostname(),
             pid: std::process::id(),
             user: crate::username(),
             time: chrono::Utc::now().to_rfc3339(),
-            exclusive,
+            exclusive: want.exclusive,
+            prune: want.prune,
         };
         let path = write_lock(backend.as_ref(), key, &info())?;
         // Two writers may have checked at the same moment: check again now that ours is visible.
-        if let Err(e) = conflicts(backend.as_ref(), key, exclusive, Some(&path)) {
+        if let Err(e) = conflicts(backend.as_ref(), key, want, Some(&path)) {
             let _ = backend.remove(&path);
             return Err(e);
         }

@@ -1,0 +1,85 @@
+//! Which blobs the snapshots use, counted by where the index places them: for each pack, the
+//! offsets and lengths of its used blobs. Trees are walked once however many snapshots share
+//! them, a level at a time with the level's trees loaded in parallel (as `check` walks), so
+//! memory is the trees seen plus about 8 bytes per used blob, never a map of all blob ids.
+//! The walk can be extended by later snapshots ([`Usage::add`]), which is what lets the sweep
+//! re-read only the snapshots written since the mark while it holds the exclusive lock.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::BlobLocation;
+use crate::repo::Repository;
+
+#[derive(Default)]
+pub struct Usage {
+    /// pack → used blob offset → sealed length.
+    pub used: HashMap<Id, HashMap<u32, u32>>,
+    seen: HashSet<Id>,
+    pub trees: usize,
+}
+
+struct Visit {
+    locs: Vec<BlobLocation>,
+    subtrees: Vec<Id>,
+}
+
+fn missing(id: &Id) -> Error {
+    Error::corrupt(
+        format!("blob {id}"),
+        "is used by a snapshot but is in no pack; prune stopped before deleting anything \
+         (run `snap check`)",
+    )
+}
+
+impl Usage {
+    /// Walks every tree reachable from `roots` not walked before.
+    pub fn add(&mut self, repo: &Repository, roots: impl IntoIterator<Item = Id>) -> Result<()> {
+        let mut level: Vec<Id> = roots.into_iter().filter(|t| self.seen.insert(*t)).collect();
+        while !level.is_empty() {
+            let visits: Vec<Visit> = level
+                .par_iter()
+                .map(|t| visit(repo, t))
+                .collect::<Result<_>>()?;
+            let mut next = Vec::new();
+            for v in visits {
+                self.trees += 1;
+                for l in v.locs {
+                    self.used
+                        .entry(l.pack)
+                        .or_default()
+                        .insert(l.offset, l.length);
+                }
+                next.extend(v.subtrees.into_iter().filter(|s| self.seen.insert(*s)));
+            }
+            level = next;
+        }
+        Ok(())
+    }
+
+    pub fn is_used(&self, pack: &Id) -> bool {
+        self.used.get(pack).is_some_and(|m| !m.is_empty())
+    }
+}
+
+fn visit(repo: &Repository, tree_id: &Id) -> Result<Visit> {
+    let loc = repo.index().get(tree_id)?.ok_or_else(|| missing(tree_id))?;
+    let tree = repo.load_tree(tree_id)?;
+    let mut v = Visit {
+        locs: vec![loc],
+        subtrees: Vec::new(),
+    };
+    for n in &tree.nodes {
+        if let Some(sub) = n.subtree {
+            v.subtrees.push(sub);
+        }
+        for b in n.content.iter().filter_map(|e| e.0) {
+            v.locs
+                .push(repo.index().get(&b)?.ok_or_else(|| missing(&b))?);
+        }
+    }
+    Ok(v)
+}
