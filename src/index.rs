@@ -32,6 +32,9 @@ use crate::id::Id;
 use crate::pack::PackEntry;
 
 const LAYOUT_VERSION: u32 = 2;
+
+/// One RocksDB entry as read.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
 const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,7 +299,7 @@ impl Index {
     }
 
     /// Every key/value with this one-byte prefix.
-    fn scan(&self, prefix: u8) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>> {
+    fn scan(&self, prefix: u8) -> Result<Vec<KeyValue>> {
         let mut out = Vec::new();
         for item in self
             .db

@@ -20,3 +20,4 @@ mod mysql_cli;
 mod mysql_common;
 mod mysql_hardening;
 mod parallel_walk;
+mod prune;
