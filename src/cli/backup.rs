@@ -67,12 +67,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         mysql: a.db.source()?,
     };
     let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, Operation::Backup)?;
-    // A prune may have marked or deleted packs between opening and locking: with the lock held
-    // no pack can be deleted until this backup ends, so what the index says now stays true.
-    let opened = repo.notes.len();
-    repo.sync_index()?;
-    ctx.notes(&repo.notes[opened..]);
+    let _lock = ctx.lock(&mut repo, Operation::Backup)?;
     let progress = Arc::new(BackupProgress::default());
     let p = progress.clone();
     let ticker = Ticker::start(

@@ -148,8 +148,22 @@ impl Ctx {
 
     /// The lock `op` needs (one table: `snap::repo::lock::Operation::lock`); losing it raises
     /// the interrupt flag, and `run` reports why.
-    pub fn lock(&self, repo: &Repository, op: lock::Operation) -> Result<lock::LockGuard> {
-        Ok(lock::LockGuard::for_op(repo, op, self.interrupt.clone())?)
+    ///
+    /// A prune may have marked or deleted packs between opening the repository and taking the
+    /// lock, so commands that read or deduplicate against packs sync the index again now: with
+    /// the lock held no pack is deleted until they end, so what the index says stays true.
+    pub fn lock(&self, repo: &mut Repository, op: lock::Operation) -> Result<lock::LockGuard> {
+        use lock::Operation::*;
+        let guard = lock::LockGuard::for_op(repo, op, self.interrupt.clone())?;
+        if !matches!(
+            op,
+            Prune | PruneDelete | KeyList | KeyAdd | KeyRemove | KeyPasswd | RepairIndex
+        ) {
+            let opened = repo.notes.len();
+            repo.sync_index()?;
+            self.notes(&repo.notes[opened..]);
+        }
+        Ok(guard)
     }
 
     /// Progress bars only for a human watching a terminal.

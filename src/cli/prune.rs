@@ -87,7 +87,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, Operation::Prune)?;
+    let _lock = ctx.lock(&mut repo, Operation::Prune)?;
     let opts = PruneOptions {
         max_unused: a.max_unused,
         max_repack: a.max_repack,

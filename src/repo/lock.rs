@@ -150,6 +150,16 @@ pub struct LockGuard {
     thread: Option<JoinHandle<()>>,
 }
 
+/// How long a shared taker waits for a prune's delete phase to end before it gives up (exit 11).
+pub const PRUNE_DELETE_WAIT: Duration = Duration::from_secs(120);
+
+/// Whether a prune holds the exclusive lock to delete packs (a live, non-stale lock).
+fn prune_deleting(backend: &dyn Backend, key: &MasterKey) -> Result<bool> {
+    Ok(list_locks(backend, key)?
+        .into_iter()
+        .any(|(_, i)| i.is_some_and(|i| i.exclusive && i.prune && !i.is_stale())))
+}
+
 /// What a lock being taken must not meet.
 #[derive(Clone, Copy)]
 struct Want {
@@ -188,18 +198,35 @@ impl LockGuard {
         op: Operation,
         interrupt: Arc<AtomicBool>,
     ) -> Result<LockGuard> {
-        Self::take_with(
-            repo.backend().clone(),
-            repo.key(),
-            Self::want(op, false),
-            Some(interrupt),
-        )
+        let want = Self::want(op, false);
+        let start = Instant::now();
+        loop {
+            match Self::take_with(
+                repo.backend().clone(),
+                repo.key(),
+                want,
+                Some(interrupt.clone()),
+            ) {
+                // A prune deleting packs holds the exclusive lock for a moment (milliseconds to
+                // seconds); a backup waits for it rather than fail.
+                Err(Error::Locked(_))
+                    if !want.exclusive
+                        && start.elapsed() < PRUNE_DELETE_WAIT
+                        && !interrupt.load(Ordering::SeqCst)
+                        && prune_deleting(repo.backend().as_ref(), repo.key())? =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
     }
 
     fn want(op: Operation, ignore_own: bool) -> Want {
         Want {
             exclusive: op.lock() == LockMode::Exclusive,
-            prune: op.lock() == LockMode::Prune,
+            // The delete phase is marked as prune's too, so shared takers know to wait for it.
+            prune: op.lock() == LockMode::Prune || op == Operation::PruneDelete,
             ignore_own,
         }
     }

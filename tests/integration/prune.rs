@@ -295,7 +295,7 @@ fn prune_runs_beside_a_backup_loop() {
             let o = e2.run(&["-q", "backup", d.to_str().unwrap()]);
             match code(&o) {
                 0 => made.push(d),
-                // The exclusive moment of a sweep: the only time a backup is refused.
+                // A backup waits out a sweep's exclusive moment; being refused is a failure.
                 11 => refused += 1,
                 c => panic!("backup failed with {c}: {}", stderr(&o)),
             }
@@ -332,6 +332,10 @@ fn prune_runs_beside_a_backup_loop() {
         start.elapsed()
     );
     assert!(deleted > 0, "no prune deleted anything");
+    assert_eq!(
+        refused, 0,
+        "a backup was refused instead of waiting for a sweep"
+    );
     env.assert_check_clean("after the loop");
     // Every snapshot left restores to its directory.
     let list = env.json(&["snapshots"]);
