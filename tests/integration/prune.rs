@@ -79,6 +79,12 @@ fn prune_frees_the_unique_packs_of_a_removed_snapshot() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    // It dropped the deleted packs one by one (the record lists them), without a rebuild.
+    assert!(
+        !stderr(&o).contains("rebuilding the index"),
+        "{}",
+        stderr(&o)
+    );
     env.assert_check_clean("after a backup through the old cache");
     let newest = env.snapshot_ids().into_iter().find(|i| *i != sb).unwrap();
     env.assert_restores(&newest, &a);
@@ -386,4 +392,56 @@ fn two_prunes_never_run_at_once() {
     }
     let snaps = env.snapshot_ids();
     assert_eq!(snaps.len(), 1);
+}
+
+/// `snap --json ARGS` through the cache directory `cache`.
+fn json_with_cache(env: &Env, cache: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let o = env.cmd(&a).env("SNAP_CACHE_DIR", cache).output().unwrap();
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn repacked_copies_are_found_through_any_cache() {
+    let env = Env::new(INIT);
+    let src = env.path("src");
+    make_files(&src, 0..40, 48 * 1024);
+    let s1 = env.backup_id(&src);
+    for i in (0..40).step_by(2) {
+        std::fs::remove_file(src.join(format!("f{i}"))).unwrap();
+    }
+    let s2 = env.backup_id(&src);
+    // A cache that knows only the packs from before the repack.
+    let before = env.path("cache-before");
+    json_with_cache(&env, &before, &["check"]);
+    env.remove_snapshot(&s1);
+    // Repack now, delete later: old packs and their copies both exist, the old ones marked.
+    let r = env.prune(&["--grace", "1h", "--max-unused", "0%"]);
+    assert!(r["repacked"]["packs_read"].as_u64().unwrap() >= 1, "{r:#}");
+    assert!(ids(&r["deleted"]).is_empty());
+    // A cache rebuilt from scratch now reads the record before the packs: it prefers the copies.
+    let fresh = env.path("cache-fresh");
+    let c = json_with_cache(&env, &fresh, &["check", "--read-data"]);
+    assert!(c["problems"].as_array().unwrap().is_empty(), "{c:#}");
+    let r = json_with_cache(&env, &fresh, &["prune", "--grace", "0"]);
+    assert!(!ids(&r["deleted"]).is_empty(), "{r:#}");
+    // Every cache finds the copies afterwards: the main one, the pre-repack one, the fresh one.
+    for cache in [&env.cache, &before, &fresh] {
+        let c = json_with_cache(&env, cache, &["check", "--read-data"]);
+        assert!(
+            c["problems"].as_array().unwrap().is_empty(),
+            "{cache:?}: {c:#}"
+        );
+        let target = env.path("restore-any");
+        let _ = std::fs::remove_dir_all(&target);
+        let o = env
+            .cmd(&["-q", "restore", &s2, "--target", target.to_str().unwrap()])
+            .env("SNAP_CACHE_DIR", cache)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{cache:?}: {}", stderr(&o));
+        assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
+    }
 }
