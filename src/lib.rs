@@ -19,6 +19,7 @@ pub mod lockfile;
 pub mod mysql;
 pub mod pack;
 pub mod private;
+pub mod reach;
 pub mod secrets;
 pub mod snapshot;
 pub mod tree;

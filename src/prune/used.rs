@@ -7,8 +7,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::BlobLocation;
@@ -36,28 +34,21 @@ fn missing(id: &Id) -> Error {
 }
 
 impl Usage {
-    /// Walks every tree reachable from `roots` not walked before.
+    /// Walks every tree reachable from `roots` not walked before (the shared [`crate::reach`]).
     pub fn add(&mut self, repo: &Repository, roots: impl IntoIterator<Item = Id>) -> Result<()> {
-        let mut level: Vec<Id> = roots.into_iter().filter(|t| self.seen.insert(*t)).collect();
-        while !level.is_empty() {
-            let visits: Vec<Visit> = level
-                .par_iter()
-                .map(|t| visit(repo, t))
-                .collect::<Result<_>>()?;
-            let mut next = Vec::new();
-            for v in visits {
-                self.trees += 1;
-                for l in v.locs {
-                    self.used
-                        .entry(l.pack)
-                        .or_default()
-                        .insert(l.offset, l.length);
+        let used = &mut self.used;
+        let trees = &mut self.trees;
+        crate::reach::walk(
+            roots,
+            &mut self.seen,
+            |t| visit(repo, t).map(|v| (v.locs, v.subtrees)),
+            |_, locs| {
+                *trees += 1;
+                for l in locs {
+                    used.entry(l.pack).or_default().insert(l.offset, l.length);
                 }
-                next.extend(v.subtrees.into_iter().filter(|s| self.seen.insert(*s)));
-            }
-            level = next;
-        }
-        Ok(())
+            },
+        )
     }
 
     pub fn is_used(&self, pack: &Id) -> bool {
