@@ -42,6 +42,8 @@ pub mod repo;
 pub mod restorer;
 #[cfg(feature = "rocksdb")]
 pub mod source;
+#[cfg(feature = "rocksdb")]
+pub mod stats;
 
 use std::path::{Component, Path, PathBuf};
 

@@ -13,6 +13,7 @@ mod progress;
 mod prune;
 mod restore;
 mod snapshots;
+mod stats;
 mod verify;
 
 use std::io::IsTerminal;
@@ -72,6 +73,8 @@ enum Command {
     Check(check::Args),
     /// Delete packs no snapshot uses (after a grace period) and repack partly used ones
     Prune(prune::Args),
+    /// Sizes: restore size, unique raw and stored data, dedup and compression ratios, unused bytes
+    Stats(stats::Args),
     /// Remove stale locks
     Unlock(check::UnlockArgs),
     /// Manage the passwords that open the repository
@@ -197,6 +200,7 @@ pub fn run() -> Result<u8> {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
+        Command::Stats(a) => stats::run(&ctx, a),
         Command::Unlock(a) => check::unlock(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Repair(check::Repair::Index) => check::repair_index(&ctx),

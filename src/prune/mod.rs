@@ -145,7 +145,7 @@ pub fn prune(
                 size,
                 blobs,
                 used_blobs: u.map_or(0, |m| u32::try_from(m.len()).unwrap_or(u32::MAX)),
-                used_bytes: u.map_or(0, |m| m.values().map(|&l| l as u64).sum()),
+                used_bytes: u.map_or(0, |m| m.values().map(|l| l.length as u64).sum()),
             }
         })
         .collect();

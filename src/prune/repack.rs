@@ -52,7 +52,13 @@ pub fn repack(
         out.bytes_written += bytes.len() as u64;
         let m = usage.used.entry(id).or_default();
         for e in &entries {
-            m.insert(e.offset, e.length);
+            m.insert(
+                e.offset,
+                super::used::Used {
+                    length: e.length,
+                    raw_len: e.raw_len,
+                },
+            );
         }
         Ok(())
     };

@@ -1,7 +1,7 @@
 //! Which blobs the snapshots use, counted by where the index places them: for each pack, the
 //! offsets and lengths of its used blobs. Trees are walked once however many snapshots share
 //! them, a level at a time with the level's trees loaded in parallel (as `check` walks), so
-//! memory is the trees seen plus about 8 bytes per used blob, never a map of all blob ids.
+//! memory is the trees seen plus about 12 bytes per used blob, never a map of all blob ids.
 //! The walk can be extended by later snapshots ([`Usage::add`]), which is what lets the sweep
 //! re-read only the snapshots written since the mark while it holds the exclusive lock.
 
@@ -12,10 +12,17 @@ use crate::id::Id;
 use crate::index::BlobLocation;
 use crate::repo::Repository;
 
+/// One used blob's sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Used {
+    pub length: u32,
+    pub raw_len: u32,
+}
+
 #[derive(Default)]
 pub struct Usage {
-    /// pack → used blob offset → sealed length.
-    pub used: HashMap<Id, HashMap<u32, u32>>,
+    /// pack → used blob offset → its sealed and plaintext lengths.
+    pub used: HashMap<Id, HashMap<u32, Used>>,
     seen: HashSet<Id>,
     pub trees: usize,
 }
@@ -45,7 +52,13 @@ impl Usage {
             |_, locs| {
                 *trees += 1;
                 for l in locs {
-                    used.entry(l.pack).or_default().insert(l.offset, l.length);
+                    used.entry(l.pack).or_default().insert(
+                        l.offset,
+                        Used {
+                            length: l.length,
+                            raw_len: l.raw_len,
+                        },
+                    );
                 }
             },
         )

@@ -40,6 +40,8 @@ pub enum Operation {
     /// `ls`, `cat`: read trees and packs a prune could delete.
     Browse,
     Check,
+    /// `stats`: reads trees a prune could delete.
+    Stats,
     Verify,
     MysqlRestore,
     KeyList,
@@ -67,7 +69,9 @@ impl Operation {
     pub fn lock(self) -> LockMode {
         use Operation::*;
         match self {
-            Backup | Restore | Browse | Check | Verify | MysqlRestore | KeyList => LockMode::Shared,
+            Backup | Restore | Browse | Check | Stats | Verify | MysqlRestore | KeyList => {
+                LockMode::Shared
+            }
             // Two key removals at once could each leave "another key" and together none; a
             // passwd removes a key; repair rebuilds the index others read.
             KeyAdd | KeyRemove | KeyPasswd | RepairIndex | PruneDelete => LockMode::Exclusive,

@@ -445,3 +445,46 @@ fn repacked_copies_are_found_through_any_cache() {
         assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
     }
 }
+
+#[test]
+fn prune_frees_what_stats_calls_unused() {
+    let env = Env::new(INIT);
+    let src = env.path("src");
+    make_files(&src, 0..12, 200 * 1024);
+    let mut snaps = Vec::new();
+    // Mutation rounds: each rewrites a few files, so old versions become garbage once forgotten.
+    for round in 0..6u64 {
+        for f in [round % 12, (round * 5 + 3) % 12] {
+            write(
+                &src.join(format!("f{f}")),
+                &random_bytes(100 + round * 12 + f, 200 * 1024),
+            );
+        }
+        snaps.push(env.backup_id(&src));
+    }
+    let st = env.json(&["stats"]);
+    assert_eq!(st["snapshots"].as_u64(), Some(6));
+    assert_eq!(st["unused_bytes"].as_u64(), Some(0), "{st:#}");
+    assert!(st["dedup_ratio"].as_f64().unwrap() > 3.0, "{st:#}");
+    let one = env.json(&["stats", &snaps[5], "--mode", "raw-data"]);
+    assert!(one["unused_bytes"].is_null());
+    assert_eq!(one["restore_size"].as_u64(), Some(12 * 200 * 1024));
+    // Forget the oldest half.
+    for id in &snaps[..3] {
+        env.remove_snapshot(id);
+    }
+    let unused = env.json(&["stats"])["unused_bytes"].as_u64().unwrap();
+    assert!(unused > 0);
+    let r = env.prune(&["--grace", "0", "--max-unused", "0%"]);
+    let freed = r["bytes_freed"].as_u64().unwrap() as f64
+        - r["repacked"]["bytes_written"].as_u64().unwrap() as f64;
+    let off = (freed - unused as f64).abs() / unused as f64;
+    eprintln!(
+        "stats said {unused} unused; prune freed {freed} net ({:.2}% off)",
+        off * 100.0
+    );
+    assert!(off <= 0.05, "freed {freed}, stats said {unused}: {r:#}");
+    assert_eq!(env.json(&["stats"])["unused_bytes"].as_u64(), Some(0));
+    env.assert_check_clean("after prune");
+    env.assert_restores(&snaps[5], &src);
+}
