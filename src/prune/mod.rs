@@ -222,11 +222,14 @@ pub fn prune(
     drop(guard);
     report.exclusive_lock_ms = Some(ms(held.elapsed()));
     report.plan = plan;
-    swept?;
+    // The local index learns of the deletion after the lock is released: it is a cache, and
+    // dropping packs scans every blob entry.
+    repo.index().remove_packs(&swept?)?;
+    repo.sync_index()?;
     Ok(report)
 }
 
-/// The sweep, under the exclusive lock: see the module doc.
+/// The sweep, under the exclusive lock: see the module doc. Returns the packs deleted.
 fn sweep(
     repo: &mut Repository,
     due: &[Id],
@@ -234,7 +237,7 @@ fn sweep(
     usage: &mut Usage,
     mut rec: PruneRecord,
     report: &mut PruneReport,
-) -> Result<()> {
+) -> Result<HashSet<Id>> {
     let now_roots = snapshot_roots(repo)?;
     repo.sync_index()?;
     let fresh: Vec<Id> = now_roots
@@ -280,7 +283,5 @@ fn sweep(
             .saturating_add(sizes.get(p).map_or(0, |s| s.0));
         report.deleted.push(pack_path(p));
     }
-    repo.index().remove_packs(&gone)?;
-    repo.sync_index()?;
-    Ok(())
+    Ok(gone)
 }

@@ -488,3 +488,25 @@ fn prune_frees_what_stats_calls_unused() {
     env.assert_check_clean("after prune");
     env.assert_restores(&snaps[5], &src);
 }
+
+#[test]
+fn a_damaged_prune_record_is_reported_and_only_delays_deletion() {
+    let env = Env::new(INIT);
+    let (a, b) = two_sources(&env);
+    let sa = env.backup_id(&a);
+    let sb = env.backup_id(&b);
+    env.remove_snapshot(&sa);
+    env.prune(&[]);
+    let rec = env.only_file("prune");
+    modify(&rec, |bytes| bytes[40] ^= 1);
+    let (code, report, _) = env.check(&[]);
+    assert_eq!(code, 1);
+    assert_eq!(problems(&report, &env.rel(&rec)).len(), 1, "{report:#}");
+    // Backups and prunes go on: the marks are made again, and deleted under the lock.
+    env.ok(&["-q", "backup", b.to_str().unwrap()]);
+    let r = env.prune(&["--grace", "0"]);
+    assert!(!ids(&r["deleted"]).is_empty(), "{r:#}");
+    std::fs::remove_file(&rec).unwrap();
+    env.assert_check_clean("after removing the damaged record");
+    env.assert_restores(&sb, &b);
+}
