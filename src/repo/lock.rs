@@ -164,6 +164,15 @@ fn prune_deleting(backend: &dyn Backend, key: &MasterKey) -> Result<bool> {
         .any(|(_, i)| i.is_some_and(|i| i.exclusive && i.prune && !i.is_stale())))
 }
 
+/// Whether every lock of another process is stale or unreadable (so waiting cannot help).
+fn only_stale_others(backend: &dyn Backend, key: &MasterKey) -> Result<bool> {
+    let me = (crate::hostname(), std::process::id());
+    Ok(list_locks(backend, key)?.into_iter().all(|(_, i)| match i {
+        Some(i) => (i.host.clone(), i.pid) == me || i.is_stale(),
+        None => true,
+    }))
+}
+
 /// What a lock being taken must not meet.
 #[derive(Clone, Copy)]
 struct Want {
@@ -252,9 +261,15 @@ impl LockGuard {
                 Self::want(op, true),
                 Some(interrupt.clone()),
             ) {
-                Err(Error::Locked(_)) if start.elapsed() < wait => {
+                Err(Error::Locked(why)) if start.elapsed() < wait => {
                     if interrupt.load(Ordering::SeqCst) {
                         return Err(Error::Interrupted);
+                    }
+                    // Only live holders will ever let go: a stale lock waits for `snap unlock`.
+                    if only_stale_others(repo.backend().as_ref(), repo.key())? {
+                        return Err(Error::Locked(format!(
+                            "{why} (stale: remove it with `snap unlock` if no snap runs there)"
+                        )));
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }

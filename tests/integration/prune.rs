@@ -238,8 +238,9 @@ fn sigkill_at_many_moments_leaves_a_repository_the_next_prune_finishes() {
     let keep_src = env.path("keep");
     make_files(&keep_src, 0..6, 200 * 1024);
     let keep = env.backup_id(&keep_src);
-    let mut delay = Duration::from_millis(0);
+    let mut delay = Duration::from_millis(5);
     let mut killed_mid = 0;
+    let (mut mid_delete, mut marked_only) = (0, 0);
     for k in 0..30u64 {
         // Garbage for this round: a snapshot sharing data with `keep`, then removed.
         let g = env.path(&format!("g{k}"));
@@ -259,6 +260,24 @@ fn sigkill_at_many_moments_leaves_a_repository_the_next_prune_finishes() {
         if st.code().is_none() {
             killed_mid += 1;
         }
+        // Which phase the kill hit, read from the record: marks written, or packs listed
+        // deleted that are still present (between the record and the removals).
+        {
+            let repo = env.open_lib();
+            let recs = snap::prune::record::load(repo.backend().as_ref(), repo.key()).unwrap();
+            if let Some((_, r)) = recs.newest {
+                let present = r
+                    .deleted
+                    .iter()
+                    .filter(|d| env.repo.join(snap::backend::pack_path(&d.pack)).exists())
+                    .count();
+                if present > 0 {
+                    mid_delete += 1;
+                } else if !r.marked.is_empty() {
+                    marked_only += 1;
+                }
+            }
+        }
         env.ok(&["-q", "unlock"]);
         env.assert_check_clean(&format!("kill {k} after {delay:?}"));
         assert_eq!(
@@ -266,8 +285,16 @@ fn sigkill_at_many_moments_leaves_a_repository_the_next_prune_finishes() {
             vec![keep.clone()],
             "kill {k}: snapshot lost"
         );
-        delay += Duration::from_millis(3);
+        delay += Duration::from_millis(2);
     }
+    eprintln!(
+        "{killed_mid} of 30 kills hit a running prune; {marked_only} left marks only, \
+         {mid_delete} left packs listed deleted but present"
+    );
+    assert!(
+        mid_delete + marked_only > 0,
+        "no kill landed after the mark"
+    );
     assert!(
         killed_mid >= 10,
         "only {killed_mid} kills hit a running prune"
