@@ -19,6 +19,7 @@ pub mod lockfile;
 pub mod mysql;
 pub mod pack;
 pub mod private;
+pub mod prunefile;
 pub mod reach;
 pub mod secrets;
 pub mod snapshot;
