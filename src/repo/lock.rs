@@ -157,11 +157,12 @@ pub struct LockGuard {
 /// How long a shared taker waits for a prune's delete phase to end before it gives up (exit 11).
 pub const PRUNE_DELETE_WAIT: Duration = Duration::from_secs(120);
 
-/// Whether a prune holds the exclusive lock to delete packs (a live, non-stale lock).
-fn prune_deleting(backend: &dyn Backend, key: &MasterKey) -> Result<bool> {
+/// Whether a prune runs (a live, non-stale prune lock): its delete phase may be what a shared
+/// taker just met.
+fn prune_running(backend: &dyn Backend, key: &MasterKey) -> Result<bool> {
     Ok(list_locks(backend, key)?
         .into_iter()
-        .any(|(_, i)| i.is_some_and(|i| i.exclusive && i.prune && !i.is_stale())))
+        .any(|(_, i)| i.is_some_and(|i| i.prune && !i.is_stale())))
 }
 
 /// Whether every lock of another process is stale or unreadable (so waiting cannot help).
@@ -221,12 +222,15 @@ impl LockGuard {
                 Some(interrupt.clone()),
             ) {
                 // A prune deleting packs holds the exclusive lock for a moment (milliseconds to
-                // seconds); a backup waits for it rather than fail.
+                // seconds); a backup waits for it rather than fail. It waits while any prune
+                // runs: the delete lock it met may be gone again by the time it looks (a prune
+                // backs off too when it meets the backup's lock, and tries again).
                 Err(Error::Locked(_))
                     if !want.exclusive
+                        && !want.prune
                         && start.elapsed() < PRUNE_DELETE_WAIT
                         && !interrupt.load(Ordering::SeqCst)
-                        && prune_deleting(repo.backend().as_ref(), repo.key())? =>
+                        && prune_running(repo.backend().as_ref(), repo.key())? =>
                 {
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -254,6 +258,7 @@ impl LockGuard {
         wait: Duration,
     ) -> Result<LockGuard> {
         let start = Instant::now();
+        let mut stale_since: Option<Instant> = None;
         loop {
             match Self::take_with(
                 repo.backend().clone(),
@@ -266,10 +271,17 @@ impl LockGuard {
                         return Err(Error::Interrupted);
                     }
                     // Only live holders will ever let go: a stale lock waits for `snap unlock`.
+                    // Seen stale twice half a second apart, so a process that just exited and
+                    // is removing its lock is not taken for a stale one.
                     if only_stale_others(repo.backend().as_ref(), repo.key())? {
-                        return Err(Error::Locked(format!(
-                            "{why} (stale: remove it with `snap unlock` if no snap runs there)"
-                        )));
+                        let since = *stale_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= Duration::from_millis(500) {
+                            return Err(Error::Locked(format!(
+                                "{why} (stale: remove it with `snap unlock` if no snap runs there)"
+                            )));
+                        }
+                    } else {
+                        stale_since = None;
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }

@@ -316,7 +316,7 @@ fn prune_runs_beside_a_backup_loop() {
     let stop = Arc::new(AtomicBool::new(false));
     let e2 = env.clone();
     let s2 = stop.clone();
-    // Each round backs up a new directory: shared files plus its own.
+    // Each round backs up a new directory: shared files plus one of four variants.
     let looper = std::thread::spawn(move || {
         let mut made = Vec::new();
         let mut refused = 0;
@@ -324,7 +324,9 @@ fn prune_runs_beside_a_backup_loop() {
         while !s2.load(Ordering::SeqCst) || made.len() < 4 {
             let d = e2.path(&format!("loop{i}"));
             make_files(&d, [7, 8], 256 * 1024);
-            make_files(&d, [5000 + i], 256 * 1024);
+            // Content cycles through four variants, so later backups bring back data of removed
+            // snapshots while prunes mark, recover and delete it.
+            make_files(&d, [5000 + i % 4], 256 * 1024);
             let o = e2.run(&["-q", "backup", d.to_str().unwrap()]);
             match code(&o) {
                 0 => made.push(d),
@@ -339,8 +341,9 @@ fn prune_runs_beside_a_backup_loop() {
     let start = Instant::now();
     let mut removed = 0;
     let mut deleted = 0;
+    let mut recovered = 0;
     let mut max_excl = 0;
-    for round in 0..8 {
+    for round in 0..12 {
         // Forget every other snapshot so far (as `forget` would, between prunes).
         let snaps = env.snapshot_ids();
         for id in snaps
@@ -354,13 +357,15 @@ fn prune_runs_beside_a_backup_loop() {
         let r = env.prune(&["--grace", "0", "--lock-wait", "60s"]);
         assert!(r["deferred"].is_null(), "round {round}: {r:#}");
         deleted += ids(&r["deleted"]).len();
+        recovered += r["plan"]["recover"].as_array().unwrap().len()
+            + r["recovered_at_sweep"].as_array().unwrap().len();
         max_excl = max_excl.max(r["exclusive_lock_ms"].as_u64().unwrap_or(0));
         std::thread::sleep(Duration::from_millis(100));
     }
     stop.store(true, Ordering::SeqCst);
     let (made, refused) = looper.join().unwrap();
     eprintln!(
-        "{} backups ({refused} refused during sweeps), {removed} snapshots removed, {deleted} packs deleted, longest exclusive lock {max_excl} ms, {:?}",
+        "{} backups ({refused} refused during sweeps), {removed} snapshots removed, {deleted} packs deleted, {recovered} recovered, longest exclusive lock {max_excl} ms, {:?}",
         made.len(),
         start.elapsed()
     );
