@@ -217,9 +217,11 @@ fn grace_keeps_young_packs_and_a_marked_pack_is_recovered_when_used_again() {
         &AtomicBool::new(false),
     )
     .unwrap();
-    assert_eq!(
-        out.snapshot.summary.packs_written, 0,
-        "all of it deduplicated against the marked packs"
+    // No data stored again (a tree or two may be new: the parent directories' times moved).
+    assert!(
+        out.snapshot.summary.bytes_added_raw < 64 * 1024,
+        "data was not deduplicated against the marked packs: {:?}",
+        out.snapshot.summary
     );
     drop(early);
     let r = env.prune(&["--grace", "0"]);
