@@ -184,7 +184,13 @@ pub fn prune(
         })
         .cloned()
         .collect();
-    let changed = rec.marked != prev.marked || rec.deleted != prev.deleted;
+    // In pack order, so an unchanged state is recognised and no record is rewritten for it.
+    rec.marked.sort_by_key(|m| m.pack);
+    rec.deleted.sort_by_key(|d| d.pack);
+    let mut before = prev.clone();
+    before.marked.sort_by_key(|m| m.pack);
+    before.deleted.sort_by_key(|d| d.pack);
+    let changed = rec.marked != before.marked || rec.deleted != before.deleted;
     if changed {
         report.record = Some(record::replace(repo.backend().as_ref(), repo.key(), &rec)?);
         repo.sync_index()?;
@@ -208,8 +214,8 @@ pub fn prune(
         Ok(g) => g,
         Err(Error::Locked(why)) => {
             report.deferred = Some(format!(
-                "could not take the exclusive lock within {}s ({why}); the packs stay marked and \
-                 the next prune deletes them",
+                "could not take the exclusive lock to delete ({why}; waited up to {}s); the \
+                 packs stay marked and the next prune deletes them",
                 opts.lock_wait.as_secs()
             ));
             report.plan = plan;
@@ -273,6 +279,7 @@ fn sweep(
         pack: *p,
         deleted_at: now,
     }));
+    rec.deleted.sort_by_key(|d| d.pack);
     // The record says "deleted" before any file goes, so a crash between leaves packs that
     // every reader already treats as gone and the next prune finishes.
     report.record = Some(record::replace(repo.backend().as_ref(), repo.key(), &rec)?);

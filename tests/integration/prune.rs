@@ -72,6 +72,10 @@ fn prune_frees_the_unique_packs_of_a_removed_snapshot() {
     let again = env.prune(&["--grace", "0"]);
     assert!(ids(&again["deleted"]).is_empty(), "{again:#}");
     assert!(again["exclusive_lock_ms"].is_null());
+    assert!(
+        again["record"].is_null(),
+        "an unchanged state rewrote the record"
+    );
     // The old cache catches up from the record and the listing: a backup through it is whole.
     let o = env
         .cmd(&["-q", "backup", a.to_str().unwrap()])
@@ -200,6 +204,10 @@ fn grace_keeps_young_packs_and_a_marked_pack_is_recovered_when_used_again() {
     // Young marks stay through later prunes with the grace period.
     let r = env.prune(&["--grace", "1h"]);
     assert_eq!(r["plan"]["keep_marked"].as_array().unwrap().len(), marked);
+    assert!(
+        r["record"].is_null(),
+        "unchanged marks rewrote the record: {r:#}"
+    );
     assert!(all_kept(), "a young pack was deleted");
     // The early backup deduplicates against the marked packs (its view predates the mark).
     let opts = snap::archiver::BackupOptions {
