@@ -295,7 +295,9 @@ impl Index {
                 b.put(key(b'b', &blob), &v[..]);
             }
         }
-        self.db.write(b).map_err(|e| self.err(e))
+        self.db.write(b).map_err(|e| self.err(e))?;
+        // The copy promoted may be in a marked pack while another is not.
+        self.prefer_unmarked()
     }
 
     /// Every key/value with this one-byte prefix.
