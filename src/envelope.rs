@@ -29,6 +29,8 @@ pub enum Kind {
     PackHeader = 6,
     DataBlob = 7,
     TreeBlob = 8,
+    /// `prune/<id>`: which packs a prune marked for deletion or deleted (`prune::record`).
+    PruneRecord = 9,
 }
 
 impl Kind {
@@ -42,6 +44,7 @@ impl Kind {
             6 => Kind::PackHeader,
             7 => Kind::DataBlob,
             8 => Kind::TreeBlob,
+            9 => Kind::PruneRecord,
             _ => return None,
         })
     }
@@ -56,6 +59,7 @@ impl Kind {
             Kind::PackHeader => "pack header",
             Kind::DataBlob => "data blob",
             Kind::TreeBlob => "tree blob",
+            Kind::PruneRecord => "prune record",
         }
     }
 }

@@ -10,8 +10,16 @@
 //! key "p" | pack id (32)  → pack size u64 LE | blob count u32 LE
 //! key "g" | pack id (32)  → blob id (32) × n: blobs of a pack that vanished while indexed and
 //!                           are in no other pack (a tombstone, so `check` can name the lost pack)
+//! key "m" | pack id (32)  → marked-at i64 LE (Unix seconds): the newest prune record marks the
+//!                           pack for deletion (or lists it deleted); its blobs are not used for dedup
+//! key "d" | blob id (32) | pack id (32) → location (46 bytes, as "b"): another copy of a blob
+//!                           whose preferred copy "b" names; promoted when that pack is dropped
 //! key "v"                 → index layout version u32 LE
 //! ```
+//!
+//! Prune needs the index to drop one pack without a rebuild and to find a second copy of a blob
+//! (a repack writes one before the old pack goes): hence "d". A blob's preferred copy is in an
+//! unmarked pack whenever one is known, so lookups never lead a backup into a pack about to go.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -25,7 +33,10 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::PackEntry;
 
-const LAYOUT_VERSION: u32 = 1;
+const LAYOUT_VERSION: u32 = 2;
+
+/// One RocksDB entry as read.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
 const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +59,25 @@ fn key(prefix: u8, id: &Id) -> [u8; 33] {
     k[0] = prefix;
     k[1..].copy_from_slice(&id.0);
     k
+}
+
+fn dup_key(blob: &Id, pack: &Id) -> [u8; 65] {
+    let mut k = [0u8; 65];
+    k[0] = b'd';
+    k[1..33].copy_from_slice(&blob.0);
+    k[33..].copy_from_slice(&pack.0);
+    k
+}
+
+fn encode_location(l: &BlobLocation) -> Vec<u8> {
+    let mut v = Vec::with_capacity(46);
+    v.extend_from_slice(&l.pack.0);
+    v.extend_from_slice(&l.offset.to_le_bytes());
+    v.extend_from_slice(&l.length.to_le_bytes());
+    v.extend_from_slice(&l.raw_len.to_le_bytes());
+    v.push(l.btype as u8);
+    v.push(l.compression as u8);
+    v
 }
 
 fn options() -> Options {
@@ -125,18 +155,32 @@ impl Index {
             .is_some())
     }
 
-    /// Records a durable pack and all its blobs in one atomic batch.
+    /// Records a durable pack and all its blobs in one atomic batch. A blob already indexed in
+    /// another pack keeps one copy in "b" (the newest, unless the newest is in a marked pack and
+    /// the older is not) and the other in "d".
     pub fn add_pack(&self, pack: &Id, size: u64, entries: &[PackEntry]) -> Result<()> {
         let mut b = WriteBatch::default();
+        let new_marked = self.is_marked(pack)?;
         for e in entries {
-            let mut v = Vec::with_capacity(46);
-            v.extend_from_slice(&pack.0);
-            v.extend_from_slice(&e.offset.to_le_bytes());
-            v.extend_from_slice(&e.length.to_le_bytes());
-            v.extend_from_slice(&e.raw_len.to_le_bytes());
-            v.push(e.btype as u8);
-            v.push(e.compression as u8);
-            b.put(key(b'b', &e.id), v);
+            let loc = BlobLocation {
+                pack: *pack,
+                offset: e.offset,
+                length: e.length,
+                raw_len: e.raw_len,
+                btype: e.btype,
+                compression: e.compression,
+            };
+            match self.get(&e.id)? {
+                Some(old) if old.pack != *pack => {
+                    if new_marked && !self.is_marked(&old.pack)? {
+                        b.put(dup_key(&e.id, pack), encode_location(&loc));
+                    } else {
+                        b.put(dup_key(&e.id, &old.pack), encode_location(&old));
+                        b.put(key(b'b', &e.id), encode_location(&loc));
+                    }
+                }
+                _ => b.put(key(b'b', &e.id), encode_location(&loc)),
+            }
         }
         let mut pv = size.to_le_bytes().to_vec();
         pv.extend_from_slice(&(entries.len() as u32).to_le_bytes());
@@ -144,6 +188,134 @@ impl Index {
         // A pack that is back is no longer lost.
         b.delete(key(b'g', pack));
         self.db.write(b).map_err(|e| self.err(e))
+    }
+
+    /// Whether `id` is indexed in a pack that is not marked for deletion: what a backup may
+    /// deduplicate against.
+    pub fn usable(&self, id: &Id) -> Result<bool> {
+        match self.get(id)? {
+            Some(loc) => Ok(!self.is_marked(&loc.pack)?),
+            None => Ok(false),
+        }
+    }
+
+    pub fn is_marked(&self, pack: &Id) -> Result<bool> {
+        Ok(self
+            .db
+            .get_pinned(key(b'm', pack))
+            .map_err(|e| self.err(e))?
+            .is_some())
+    }
+
+    /// Every marked pack with the time it was marked (Unix seconds).
+    pub fn marks(&self) -> Result<HashMap<Id, i64>> {
+        let mut out = HashMap::new();
+        for (k, v) in self.scan(b'm')? {
+            if let (Some(id), Ok(t)) = (Id::from_slice(&k[1..]), <[u8; 8]>::try_from(&v[..])) {
+                out.insert(id, i64::from_le_bytes(t));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the set of marked packs with `marks` (from the newest prune record), then makes
+    /// sure every blob with a copy in an unmarked pack is looked up there.
+    pub fn set_marks(&self, marks: &HashMap<Id, i64>) -> Result<()> {
+        let old = self.marks()?;
+        if old.len() == marks.len() && old.iter().all(|(k, v)| marks.get(k) == Some(v)) {
+            return Ok(());
+        }
+        let mut b = WriteBatch::default();
+        for k in old.keys() {
+            b.delete(key(b'm', k));
+        }
+        for (k, t) in marks {
+            b.put(key(b'm', k), t.to_le_bytes());
+        }
+        self.db.write(b).map_err(|e| self.err(e))?;
+        self.prefer_unmarked()
+    }
+
+    /// Swaps "b" and "d" where the preferred copy is in a marked pack and another is not.
+    fn prefer_unmarked(&self) -> Result<()> {
+        let mut b = WriteBatch::default();
+        let mut changed = HashSet::new();
+        for (k, v) in self.scan(b'd')? {
+            let (Some(blob), Some(pack), Some(loc)) = (
+                k.get(1..33).and_then(Id::from_slice),
+                k.get(33..65).and_then(Id::from_slice),
+                decode_location(&v),
+            ) else {
+                continue;
+            };
+            if changed.contains(&blob) || self.is_marked(&pack)? {
+                continue;
+            }
+            if let Some(cur) = self.get(&blob)?
+                && self.is_marked(&cur.pack)?
+            {
+                b.put(dup_key(&blob, &cur.pack), encode_location(&cur));
+                b.delete(dup_key(&blob, &loc.pack));
+                b.put(key(b'b', &blob), encode_location(&loc));
+                changed.insert(blob);
+            }
+        }
+        self.db.write(b).map_err(|e| self.err(e))
+    }
+
+    /// Drops packs that a prune deleted: their "p", "m" and "d" keys and every "b" key that
+    /// places a blob in them; a blob with another copy ("d") is looked up there from now on.
+    /// One scan over the blob entries, no pack header read, no tombstone (the loss was meant).
+    pub fn remove_packs(&self, packs: &HashSet<Id>) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let mut b = WriteBatch::default();
+        let mut orphans: HashSet<Id> = HashSet::new();
+        for ids in self.blobs_in_packs(packs)?.into_values() {
+            for id in ids {
+                b.delete(key(b'b', &id));
+                orphans.insert(id);
+            }
+        }
+        for p in packs {
+            b.delete(key(b'p', p));
+            b.delete(key(b'm', p));
+        }
+        let mut promoted = HashSet::new();
+        for (k, v) in self.scan(b'd')? {
+            let (Some(blob), Some(pack)) = (
+                k.get(1..33).and_then(Id::from_slice),
+                k.get(33..65).and_then(Id::from_slice),
+            ) else {
+                continue;
+            };
+            if packs.contains(&pack) {
+                b.delete(&k[..]);
+            } else if orphans.contains(&blob) && promoted.insert(blob) {
+                b.delete(&k[..]);
+                b.put(key(b'b', &blob), &v[..]);
+            }
+        }
+        self.db.write(b).map_err(|e| self.err(e))?;
+        // The copy promoted may be in a marked pack while another is not.
+        self.prefer_unmarked()
+    }
+
+    /// Every key/value with this one-byte prefix.
+    fn scan(&self, prefix: u8) -> Result<Vec<KeyValue>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&[prefix], rocksdb::Direction::Forward))
+        {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if k.first() != Some(&prefix) {
+                break;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
     }
 
     /// All packs the index knows, with their sizes.
@@ -161,6 +333,21 @@ impl Index {
                 let mut s = [0u8; 8];
                 s.copy_from_slice(size);
                 out.insert(id, u64::from_le_bytes(s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// All packs the index knows, with their sizes and blob counts.
+    pub fn pack_infos(&self) -> Result<HashMap<Id, (u64, u32)>> {
+        let mut out = HashMap::new();
+        for (k, v) in self.scan(b'p')? {
+            if let (Some(id), Ok(size), Ok(n)) = (
+                Id::from_slice(&k[1..]),
+                <[u8; 8]>::try_from(v.get(..8).unwrap_or_default()),
+                <[u8; 4]>::try_from(v.get(8..12).unwrap_or_default()),
+            ) {
+                out.insert(id, (u64::from_le_bytes(size), u32::from_le_bytes(n)));
             }
         }
         Ok(out)

@@ -20,6 +20,8 @@ pub mod mysql;
 pub mod pack;
 pub mod policy;
 pub mod private;
+pub mod prunefile;
+pub mod reach;
 pub mod secrets;
 pub mod snapshot;
 pub mod tree;
@@ -37,11 +39,15 @@ pub mod diff;
 #[cfg(feature = "rocksdb")]
 pub mod index;
 #[cfg(feature = "rocksdb")]
+pub mod prune;
+#[cfg(feature = "rocksdb")]
 pub mod repo;
 #[cfg(feature = "rocksdb")]
 pub mod restorer;
 #[cfg(feature = "rocksdb")]
 pub mod source;
+#[cfg(feature = "rocksdb")]
+pub mod stats;
 
 use std::path::{Component, Path, PathBuf};
 

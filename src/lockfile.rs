@@ -4,7 +4,7 @@
 //! repository bytes that any snap process reads.
 //!
 //! ```text
-//! locks/<blake3 of file> = header(kind 4) | sealed CBOR {host, pid, user, time (RFC 3339), exclusive}
+//! locks/<blake3 of file> = header(kind 4) | sealed CBOR {host, pid, user, time (RFC 3339), exclusive, prune}
 //! ```
 
 use std::time::Duration;
@@ -51,6 +51,10 @@ pub struct LockInfo {
     pub user: String,
     pub time: String,
     pub exclusive: bool,
+    /// A prune's lock: shared with backups, exclusive against another prune (absent in locks
+    /// written before prune existed, which are then not prune locks).
+    #[serde(default)]
+    pub prune: bool,
 }
 
 impl LockInfo {
@@ -100,6 +104,8 @@ impl LockInfo {
             "{} lock by pid {} on {} ({}), {}s old{}",
             if self.exclusive {
                 "exclusive"
+            } else if self.prune {
+                "prune"
             } else {
                 "shared"
             },

@@ -235,7 +235,7 @@ impl<'scope> Saver<'scope> {
 /// Marks `id` as being stored by this run; false when the repository or the run already has it.
 fn claim(repo: &Repository, pending: &Mutex<HashSet<Id>>, id: &Id) -> Result<bool> {
     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-    if p.contains(id) || repo.index().contains(id)? {
+    if p.contains(id) || repo.index().usable(id)? {
         return Ok(false);
     }
     p.insert(*id);

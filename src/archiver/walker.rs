@@ -560,7 +560,7 @@ impl<'a, 's> Walker<'a, 's> {
             let mut all_present = true;
             for e in &old.content {
                 if let Some(id) = e.0 {
-                    all_present &= self.shared.repo.index().contains(&id)?;
+                    all_present &= self.shared.repo.index().usable(&id)?;
                 }
             }
             if all_present {

@@ -175,11 +175,18 @@ impl Backend for LocalBackend {
         if !base.exists() {
             return Ok(out);
         }
+        // A file removed while the directory is read (a lock released, a pack pruned) is simply
+        // not listed.
+        let gone = |e: &walkdir::Error| e.io_error().map(|i| i.kind()) == Some(ErrorKind::NotFound);
         for entry in walkdir::WalkDir::new(&base).min_depth(1) {
-            let entry = entry.map_err(|e| {
-                let p = e.path().unwrap_or(&base).to_path_buf();
-                Error::io("cannot list", p, e.into())
-            })?;
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) if gone(&e) => continue,
+                Err(e) => {
+                    let p = e.path().unwrap_or(&base).to_path_buf();
+                    return Err(Error::io("cannot list", p, e.into()));
+                }
+            };
             if !entry.file_type().is_file() {
                 continue;
             }
@@ -187,10 +194,11 @@ impl Backend for LocalBackend {
             if name.starts_with(".tmp-") {
                 continue;
             }
-            let size = entry
-                .metadata()
-                .map_err(|e| Error::io("cannot stat", entry.path(), e.into()))?
-                .len();
+            let size = match entry.metadata() {
+                Ok(m) => m.len(),
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(Error::io("cannot stat", entry.path(), e.into())),
+            };
             if let Ok(rel) = entry.path().strip_prefix(&self.root) {
                 out.push((rel.to_string_lossy().into_owned(), size));
             }

@@ -72,6 +72,7 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
         blobs: HashMap::new(),
     };
     check_keys(repo, &mut report)?;
+    check_prune_records(repo, &mut report)?;
     report.locks = other_locks(repo)?;
     let snapshots = load_snapshots(repo, &mut report)?;
     report.snapshots = snapshots.len();
@@ -170,6 +171,29 @@ fn check_keys(repo: &Repository, report: &mut CheckReport) -> Result<()> {
             Ok(b) => match KeyFile::decode(&b) {
                 Ok(_) => continue,
                 Err(e) => e.to_string(),
+            },
+        };
+        report.problems.push(Problem::new(path, what));
+    }
+    Ok(())
+}
+
+/// Every prune record is named by its hash and opens (a bad one only delays deletion, but it is
+/// damage all the same).
+fn check_prune_records(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    use crate::prune::record::{DIR, PruneRecord};
+    for (path, _) in repo.backend().list(DIR)? {
+        let what = match repo.backend().read(&path) {
+            Err(e) => e.to_string(),
+            Ok(b)
+                if path.rsplit('/').next().and_then(Id::from_hex)
+                    != Some(Id::of_file_bytes(&b)) =>
+            {
+                "content does not match its name (damaged); prune ignores it".into()
+            }
+            Ok(b) => match PruneRecord::decode(repo.key(), &b) {
+                Ok(_) => continue,
+                Err(e) => format!("prune record cannot be read ({e}); prune ignores it"),
             },
         };
         report.problems.push(Problem::new(path, what));

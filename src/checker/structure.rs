@@ -1,11 +1,10 @@
 //! The structure pass: every snapshot decodes, every tree it reaches is indexed, loads and
 //! decodes, and every data blob a file names is in the index. Trees are visited once however many
-//! snapshots share them, a level at a time with the level's trees loaded in parallel; memory is the
-//! set of tree ids and packs seen, never a map of all blobs.
+//! snapshots share them, a level at a time with the level's trees loaded in parallel (the walk
+//! prune shares, [`crate::reach`]); memory is the set of tree ids and packs seen, never a map of
+//! all blobs.
 
 use std::collections::HashSet;
-
-use rayon::prelude::*;
 
 use crate::backend::pack_path;
 use crate::error::Result;
@@ -39,18 +38,15 @@ struct Visit {
 pub(super) fn walk(repo: &Repository, snapshots: &[(Id, Snapshot)]) -> Result<Walk> {
     let mut w = Walk::default();
     let mut seen: HashSet<Id> = HashSet::new();
-    let mut level: Vec<Id> = snapshots
-        .iter()
-        .map(|(_, s)| s.tree)
-        .filter(|t| seen.insert(*t))
-        .collect();
-    while !level.is_empty() {
-        let visits: Vec<Visit> = level
-            .par_iter()
-            .map(|t| visit(repo, t))
-            .collect::<Result<_>>()?;
-        let mut next = Vec::new();
-        for (tree, v) in level.iter().zip(visits) {
+    crate::reach::walk::<Visit, crate::error::Error>(
+        snapshots.iter().map(|(_, s)| s.tree),
+        &mut seen,
+        |t| {
+            let mut v = visit(repo, t)?;
+            let subtrees = std::mem::take(&mut v.subtrees);
+            Ok((v, subtrees))
+        },
+        |tree, v: Visit| {
             w.trees += 1;
             w.data_refs += v.data_refs;
             match v.pack {
@@ -66,10 +62,8 @@ pub(super) fn walk(repo: &Repository, snapshots: &[(Id, Snapshot)]) -> Result<Wa
             }
             w.used_packs.extend(v.packs);
             w.missing.extend(v.missing);
-            next.extend(v.subtrees.into_iter().filter(|s| seen.insert(*s)));
-        }
-        level = next;
-    }
+        },
+    )?;
     Ok(w)
 }
 

@@ -78,7 +78,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         time: a.time,
     };
     let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, Operation::Backup)?;
+    let _lock = ctx.lock(&mut repo, Operation::Backup)?;
     let progress = Arc::new(BackupProgress::default());
     let p = progress.clone();
     let ticker = Ticker::start(

@@ -55,7 +55,7 @@ impl NewPassword {
 }
 
 pub fn run(ctx: &Ctx, cmd: Key) -> Result<u8> {
-    let repo = ctx.open()?;
+    let mut repo = ctx.open()?;
     let op = match &cmd {
         Key::List => Operation::KeyList,
         Key::Add(_) => Operation::KeyAdd,
@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, cmd: Key) -> Result<u8> {
         Key::Passwd(_) => Operation::KeyPasswd,
     };
     // Held until the key files are written or removed: they are read again under the lock.
-    let _lock = ctx.lock(&repo, op)?;
+    let _lock = ctx.lock(&mut repo, op)?;
     let (what, id) = match cmd {
         Key::List => {
             let list = keys::list(&repo)?;

@@ -12,8 +12,10 @@ mod latest;
 mod mysql;
 mod mysql_args;
 mod progress;
+mod prune;
 mod restore;
 mod snapshots;
+mod stats;
 mod verify;
 
 use std::io::IsTerminal;
@@ -76,6 +78,10 @@ enum Command {
     Forget(forget::Args),
     /// Check the repository's structure (and with --read-data, every byte)
     Check(check::Args),
+    /// Delete packs no snapshot uses (after a grace period) and repack partly used ones
+    Prune(prune::Args),
+    /// Sizes: restore size, unique raw and stored data, dedup and compression ratios, unused bytes
+    Stats(stats::Args),
     /// Remove stale locks
     Unlock(check::UnlockArgs),
     /// Manage the passwords that open the repository
@@ -152,8 +158,22 @@ impl Ctx {
 
     /// The lock `op` needs (one table: `snap::repo::lock::Operation::lock`); losing it raises
     /// the interrupt flag, and `run` reports why.
-    pub fn lock(&self, repo: &Repository, op: lock::Operation) -> Result<lock::LockGuard> {
-        Ok(lock::LockGuard::for_op(repo, op, self.interrupt.clone())?)
+    ///
+    /// A prune may have marked or deleted packs between opening the repository and taking the
+    /// lock, so commands that read or deduplicate against packs sync the index again now: with
+    /// the lock held no pack is deleted until they end, so what the index says stays true.
+    pub fn lock(&self, repo: &mut Repository, op: lock::Operation) -> Result<lock::LockGuard> {
+        use lock::Operation::*;
+        let guard = lock::LockGuard::for_op(repo, op, self.interrupt.clone())?;
+        if !matches!(
+            op,
+            Prune | PruneDelete | KeyList | KeyAdd | KeyRemove | KeyPasswd | RepairIndex
+        ) {
+            let opened = repo.notes.len();
+            repo.sync_index()?;
+            self.notes(&repo.notes[opened..]);
+        }
+        Ok(guard)
     }
 
     /// Progress bars only for a human watching a terminal.
@@ -188,6 +208,8 @@ pub fn run() -> Result<u8> {
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
+        Command::Stats(a) => stats::run(&ctx, a),
         Command::Unlock(a) => check::unlock(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Repair(check::Repair::Index) => check::repair_index(&ctx),

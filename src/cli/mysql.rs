@@ -64,7 +64,7 @@ pub fn run(ctx: &Ctx, m: Mysql) -> Result<u8> {
         host: None,
     };
     let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&repo, Operation::MysqlRestore)?;
+    let _lock = ctx.lock(&mut repo, Operation::MysqlRestore)?;
     let (id, _) = repo.find_snapshot(&a.snapshot, &a.latest.database_filter())?;
     let out = database::restore(&mut repo, &id, &opts, &ctx.interrupt)?;
     if ctx.json {

@@ -3,7 +3,9 @@
 //!
 //! Operations that only add files (backup) or only read (restore, check, verify) take a shared
 //! lock; operations that delete what others may need (removing a key, rebuilding the index
-//! cache, and the deleting phases of forget and prune) take an exclusive one. Taking a lock is
+//! cache, and the deleting phases of forget and prune) take an exclusive one. Prune's marking
+//! phase takes a *prune* lock: shared with backups, exclusive against another prune; it then
+//! takes the exclusive lock beside it only to delete packs (see `crate::prune`). Taking a lock is
 //! write-then-look: the lock file is written, then every other lock is read again, so of two
 //! processes racing for conflicting locks at least one sees the other and backs off (exit 11).
 //!
@@ -38,6 +40,8 @@ pub enum Operation {
     /// `ls`, `cat`: read trees and packs a prune could delete.
     Browse,
     Check,
+    /// `stats`: reads trees a prune could delete.
+    Stats,
     Verify,
     MysqlRestore,
     KeyList,
@@ -47,11 +51,19 @@ pub enum Operation {
     RepairIndex,
     /// Removes snapshot files (not `--dry-run`, which takes no lock).
     Forget,
+    /// `prune` while it walks snapshots, repacks and writes its record: backups go on; no
+    /// second prune and no exclusive operation (forget) runs beside it.
+    Prune,
+    /// `prune` deleting packs whose marking is older than the grace period: the only moment
+    /// prune excludes backups (taken beside its own `Prune` lock, see [`LockGuard::escalate`]).
+    PruneDelete,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
     Shared,
+    /// Shared with every shared lock, exclusive against another prune lock.
+    Prune,
     Exclusive,
 }
 
@@ -59,12 +71,19 @@ impl Operation {
     pub fn lock(self) -> LockMode {
         use Operation::*;
         match self {
-            Backup | Restore | Browse | Check | Verify | MysqlRestore | KeyList => LockMode::Shared,
+            Backup | Restore | Browse | Check | Stats | Verify | MysqlRestore | KeyList => {
+                LockMode::Shared
+            }
             // Two key removals at once could each leave "another key" and together none; a
             // passwd removes a key; repair rebuilds the index others read; forget removes
             // snapshots a restore or check may be reading, and must not plan over a listing a
             // backup is adding to.
-            KeyAdd | KeyRemove | KeyPasswd | RepairIndex | Forget => LockMode::Exclusive,
+            KeyAdd | KeyRemove | KeyPasswd | RepairIndex | Forget | PruneDelete => {
+                LockMode::Exclusive
+            }
+            // Marking and repacking only add files; what they decide is re-checked under the
+            // exclusive lock before anything is deleted.
+            Prune => LockMode::Prune,
         }
     }
 }
@@ -141,22 +160,48 @@ pub struct LockGuard {
     thread: Option<JoinHandle<()>>,
 }
 
-fn conflicts(
-    backend: &dyn Backend,
-    key: &MasterKey,
+/// How long a shared taker waits for a prune's delete phase to end before it gives up (exit 11).
+pub const PRUNE_DELETE_WAIT: Duration = Duration::from_secs(120);
+
+/// Whether a prune runs (a live, non-stale prune lock): its delete phase may be what a shared
+/// taker just met.
+fn prune_running(backend: &dyn Backend, key: &MasterKey) -> Result<bool> {
+    Ok(list_locks(backend, key)?
+        .into_iter()
+        .any(|(_, i)| i.is_some_and(|i| i.prune && !i.is_stale())))
+}
+
+/// Whether every lock of another process is stale or unreadable (so waiting cannot help).
+fn only_stale_others(backend: &dyn Backend, key: &MasterKey) -> Result<bool> {
+    let me = (crate::hostname(), std::process::id());
+    Ok(list_locks(backend, key)?.into_iter().all(|(_, i)| match i {
+        Some(i) => (i.host.clone(), i.pid) == me || i.is_stale(),
+        None => true,
+    }))
+}
+
+/// What a lock being taken must not meet.
+#[derive(Clone, Copy)]
+struct Want {
     exclusive: bool,
-    own: Option<&str>,
-) -> Result<()> {
+    prune: bool,
+    /// Ignore locks of this very process (a prune escalating beside its own prune lock).
+    ignore_own: bool,
+}
+
+fn conflicts(backend: &dyn Backend, key: &MasterKey, want: Want, own: Option<&str>) -> Result<()> {
+    let me = (crate::hostname(), std::process::id());
     for (path, info) in list_locks(backend, key)? {
         if Some(path.as_str()) == own {
             continue;
         }
         match info {
-            Some(i) if i.exclusive || exclusive => {
+            Some(i) if want.ignore_own && (i.host.clone(), i.pid) == me => {}
+            Some(i) if i.exclusive || want.exclusive || (i.prune && want.prune) => {
                 return Err(Error::Locked(format!("{path}: {}", i.describe())));
             }
             Some(_) => {}
-            None if exclusive => {
+            None if want.exclusive => {
                 return Err(Error::Locked(format!("{path}: unreadable lock file")));
             }
             None => {}
@@ -173,36 +218,111 @@ impl LockGuard {
         op: Operation,
         interrupt: Arc<AtomicBool>,
     ) -> Result<LockGuard> {
-        let exclusive = op.lock() == LockMode::Exclusive;
-        Self::take_with(
-            repo.backend().clone(),
-            repo.key(),
-            exclusive,
-            Some(interrupt),
-        )
+        let want = Self::want(op, false);
+        let start = Instant::now();
+        loop {
+            match Self::take_with(
+                repo.backend().clone(),
+                repo.key(),
+                want,
+                Some(interrupt.clone()),
+            ) {
+                // A prune deleting packs holds the exclusive lock for a moment (milliseconds to
+                // seconds); a backup waits for it rather than fail. It waits while any prune
+                // runs: the delete lock it met may be gone again by the time it looks (a prune
+                // backs off too when it meets the backup's lock, and tries again).
+                Err(Error::Locked(_))
+                    if !want.exclusive
+                        && !want.prune
+                        && start.elapsed() < PRUNE_DELETE_WAIT
+                        && !interrupt.load(Ordering::SeqCst)
+                        && prune_running(repo.backend().as_ref(), repo.key())? =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn want(op: Operation, ignore_own: bool) -> Want {
+        Want {
+            exclusive: op.lock() == LockMode::Exclusive,
+            // The delete phase is marked as prune's too, so shared takers know to wait for it.
+            prune: op.lock() == LockMode::Prune || op == Operation::PruneDelete,
+            ignore_own,
+        }
+    }
+
+    /// Takes the lock of `op` beside locks this process already holds (prune's `PruneDelete`
+    /// beside its `Prune`), retrying every 20 ms for up to `wait` while other processes hold
+    /// conflicting locks; a backup between two runs of a backup loop is enough of a gap.
+    pub fn escalate(
+        repo: &super::Repository,
+        op: Operation,
+        interrupt: Arc<AtomicBool>,
+        wait: Duration,
+    ) -> Result<LockGuard> {
+        let start = Instant::now();
+        let mut stale_since: Option<Instant> = None;
+        loop {
+            match Self::take_with(
+                repo.backend().clone(),
+                repo.key(),
+                Self::want(op, true),
+                Some(interrupt.clone()),
+            ) {
+                Err(Error::Locked(why)) if start.elapsed() < wait => {
+                    if interrupt.load(Ordering::SeqCst) {
+                        return Err(Error::Interrupted);
+                    }
+                    // Only live holders will ever let go: a stale lock waits for `snap unlock`.
+                    // Seen stale twice half a second apart, so a process that just exited and
+                    // is removing its lock is not taken for a stale one.
+                    if only_stale_others(repo.backend().as_ref(), repo.key())? {
+                        let since = *stale_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= Duration::from_millis(500) {
+                            return Err(Error::Locked(format!(
+                                "{why} (stale: remove it with `snap unlock` if no snap runs there)"
+                            )));
+                        }
+                    } else {
+                        stale_since = None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        }
     }
 
     pub fn take(backend: Arc<dyn Backend>, key: &MasterKey, exclusive: bool) -> Result<LockGuard> {
-        Self::take_with(backend, key, exclusive, None)
+        let want = Want {
+            exclusive,
+            prune: false,
+            ignore_own: false,
+        };
+        Self::take_with(backend, key, want, None)
     }
 
     fn take_with(
         backend: Arc<dyn Backend>,
         key: &MasterKey,
-        exclusive: bool,
+        want: Want,
         interrupt: Option<Arc<AtomicBool>>,
     ) -> Result<LockGuard> {
-        conflicts(backend.as_ref(), key, exclusive, None)?;
+        conflicts(backend.as_ref(), key, want, None)?;
         let info = move || LockInfo {
             host: crate::hostname(),
             pid: std::process::id(),
             user: crate::username(),
             time: chrono::Utc::now().to_rfc3339(),
-            exclusive,
+            exclusive: want.exclusive,
+            prune: want.prune,
         };
         let path = write_lock(backend.as_ref(), key, &info())?;
         // Two writers may have checked at the same moment: check again now that ours is visible.
-        if let Err(e) = conflicts(backend.as_ref(), key, exclusive, Some(&path)) {
+        if let Err(e) = conflicts(backend.as_ref(), key, want, Some(&path)) {
             let _ = backend.remove(&path);
             return Err(e);
         }

@@ -239,9 +239,15 @@ impl Repository {
         &self.index
     }
 
-    /// Brings the index in line with the packs present: reads the headers of packs it lacks, and
-    /// rebuilds from scratch when it names packs that are gone.
+    /// Brings the index in line with the packs present and the newest prune record: drops packs
+    /// the record lists deleted (one scan, no header read), marks the packs it marks (never used
+    /// for deduplication), reads the headers of packs it lacks, and rebuilds from scratch when it
+    /// names packs that vanished without a prune deleting them.
     pub fn sync_index(&mut self) -> Result<()> {
+        let records = crate::prune::record::load(self.backend.as_ref(), &self.key)?;
+        self.notes.extend(records.notes);
+        let record = records.newest.map(|(_, r)| r).unwrap_or_default();
+        let deleted = record.deleted_ids();
         let present: Vec<(Id, u64)> = self
             .backend
             .list("data")?
@@ -250,11 +256,15 @@ impl Repository {
             .collect();
         let mut known = self.index.packs()?;
         let present_set: std::collections::HashSet<Id> = present.iter().map(|(i, _)| *i).collect();
-        let gone: std::collections::HashSet<Id> = known
+        let (pruned, gone): (std::collections::HashSet<Id>, std::collections::HashSet<Id>) = known
             .keys()
             .filter(|k| !present_set.contains(k))
             .copied()
-            .collect();
+            .partition(|k| deleted.contains(k));
+        if !pruned.is_empty() {
+            self.index.remove_packs(&pruned)?;
+            known.retain(|k, _| !pruned.contains(k));
+        }
         // Blobs of vanished packs, kept as tombstones so `check` can name the pack they were in.
         let mut lost = std::collections::HashMap::new();
         if !gone.is_empty() {
@@ -267,6 +277,19 @@ impl Repository {
             self.index.clear()?;
             known.clear();
         }
+        // Marks before new packs are added, so a copy in an unmarked pack is the preferred one.
+        let mut marks: std::collections::HashMap<Id, i64> = record
+            .marked
+            .iter()
+            .filter(|m| present_set.contains(&m.pack))
+            .map(|m| (m.pack, m.marked_at))
+            .collect();
+        for d in &record.deleted {
+            if present_set.contains(&d.pack) {
+                marks.insert(d.pack, d.deleted_at);
+            }
+        }
+        self.index.set_marks(&marks)?;
         let missing: Vec<&(Id, u64)> = present
             .iter()
             .filter(|(id, _)| !known.contains_key(id))
@@ -305,7 +328,7 @@ impl Repository {
                 self.index.set_tombstone(&pack, &still)?;
             }
         }
-        if missing.is_empty() && gone.is_empty() {
+        if missing.is_empty() && gone.is_empty() && pruned.is_empty() {
             return Ok(());
         }
         self.index.flush()

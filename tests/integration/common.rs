@@ -294,3 +294,66 @@ pub fn forget_json(env: &Env, args: &[&str]) -> serde_json::Value {
     a.extend_from_slice(args);
     env.json(&a)
 }
+
+// ---- prune helpers ----
+
+/// Files `f<seed>` of `len` pseudo-random bytes each, one per seed, in `dir`.
+pub fn make_files(dir: &Path, seeds: impl IntoIterator<Item = u64>, len: usize) {
+    for s in seeds {
+        write(&dir.join(format!("f{s}")), &random_bytes(s, len));
+    }
+}
+
+impl Env {
+    /// Snapshot file ids, sorted.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.repo.join("snapshots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with(".tmp-"))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Backs up `src`; returns the new snapshot's id.
+    pub fn backup_id(&self, src: &Path) -> String {
+        let before = self.snapshot_ids();
+        self.ok(&["-q", "backup", src.to_str().unwrap()]);
+        let after = self.snapshot_ids();
+        let new: Vec<&String> = after.iter().filter(|i| !before.contains(i)).collect();
+        assert_eq!(new.len(), 1, "one new snapshot expected");
+        new[0].clone()
+    }
+
+    /// What `forget ID` will do: removes the snapshot file.
+    pub fn remove_snapshot(&self, id: &str) {
+        std::fs::remove_file(self.repo.join("snapshots").join(id)).unwrap();
+    }
+
+    /// `snap --json prune ARGS`, asserting success.
+    pub fn prune(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["prune"];
+        a.extend_from_slice(args);
+        self.json(&a)
+    }
+
+    /// `check --read-data` exits 0 with no problem.
+    pub fn assert_check_clean(&self, when: &str) {
+        let (code, report, err) = self.check(&["--read-data"]);
+        assert_eq!(code, 0, "{when}: check failed: {report:#}\n{err}");
+        assert!(
+            report["problems"].as_array().unwrap().is_empty(),
+            "{when}: {report:#}"
+        );
+    }
+
+    /// Restores snapshot `id` and compares it with `src` (which must not have changed since).
+    pub fn assert_restores(&self, id: &str, src: &Path) {
+        let target = self.path(&format!("restore-{id}"));
+        let _ = std::fs::remove_dir_all(&target);
+        self.ok(&["-q", "restore", id, "--target", target.to_str().unwrap()]);
+        assert_same_tree(src, &target.join(src.strip_prefix("/").unwrap()));
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+}

@@ -178,3 +178,31 @@ fn key_file_round_trip_and_version_check() {
     let e = KeyFile::decode(&newer).unwrap_err().to_string();
     assert!(e.contains("version 2") && e.contains("upgrade snap"), "{e}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Prune records round-trip, and arbitrary bytes never panic their decoder.
+    #[test]
+    fn prune_record_round_trip(
+        generation in any::<u64>(),
+        host in ".{0,20}",
+        marked in proptest::collection::vec((id(), any::<u64>(), any::<i64>()), 0..20),
+        deleted in proptest::collection::vec((id(), any::<i64>()), 0..20),
+        junk in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        use snap::prunefile::{DeletedPack, MarkedPack, PruneRecord};
+        let rec = PruneRecord {
+            generation,
+            time: "2026-12-01T00:00:00+00:00".into(),
+            host,
+            marked: marked.into_iter().map(|(pack, size, marked_at)| MarkedPack { pack, size, marked_at }).collect(),
+            deleted: deleted.into_iter().map(|(pack, deleted_at)| DeletedPack { pack, deleted_at }).collect(),
+        };
+        let k = key();
+        let bytes = rec.encode(&k).unwrap();
+        prop_assert_eq!(PruneRecord::decode(&k, &bytes).unwrap(), rec);
+        let _ = PruneRecord::decode(&k, &junk);
+        let _ = snap::cbor::read::<PruneRecord>(&junk);
+    }
+}

@@ -24,3 +24,4 @@ mod mysql_common;
 mod mysql_hardening;
 mod parallel_walk;
 mod untrusted;
+mod prune;
