@@ -51,9 +51,10 @@ pub struct LockInfo {
     pub user: String,
     pub time: String,
     pub exclusive: bool,
-    /// A prune's lock: shared with backups, exclusive against another prune (absent in locks
-    /// written before prune existed, which are then not prune locks).
-    #[serde(default)]
+    /// A prune's lock: shared with backups, exclusive against another prune. Written only when
+    /// true, so every other lock keeps the bytes it had before prune existed (and older snap
+    /// versions read a prune lock as the shared lock it also is).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prune: bool,
 }
 
@@ -133,6 +134,7 @@ mod tests {
             user: "u".into(),
             time: chrono::Utc::now().to_rfc3339(),
             exclusive: false,
+            prune: false,
         }
     }
 

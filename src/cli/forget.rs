@@ -89,7 +89,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let _lock = if opts.dry_run {
         None
     } else {
-        Some(ctx.lock(&repo, Operation::Forget)?)
+        Some(ctx.lock(&mut repo, Operation::Forget)?)
     };
     let out = forget(&mut repo, &opts, chrono::Utc::now(), &ctx.interrupt)?;
     ctx.notes(&repo.notes);

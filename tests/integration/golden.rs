@@ -291,6 +291,7 @@ fn golden_lock() {
         user: "root".into(),
         time: "2026-11-25T09:00:00+00:00".into(),
         exclusive: false,
+        prune: false,
     };
     assert_eq!(l, want);
     assert_eq!(hex::encode(snap::cbor::to_vec(&l)), hex::encode(plain));

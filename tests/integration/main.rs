@@ -23,5 +23,5 @@ mod mysql_cli;
 mod mysql_common;
 mod mysql_hardening;
 mod parallel_walk;
-mod untrusted;
 mod prune;
+mod untrusted;

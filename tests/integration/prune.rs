@@ -217,6 +217,7 @@ fn grace_keeps_young_packs_and_a_marked_pack_is_recovered_when_used_again() {
         host: None,
         kind: snap::snapshot::BackupKind::Full,
         mysql: None,
+        time: None,
     };
     let out = snap::archiver::backup(
         &mut early,
