@@ -25,13 +25,14 @@ for r in $(seq 0 "$ROUNDS"); do
   "$SNAP_BIN" backup -q -r "$W/snap" "$CORPUS"
   restic backup -q -r "$W/restic" "$CORPUS" >/dev/null
 done
-# Forget the oldest 5: snap has no forget on this branch, so its snapshot files are removed
-# (what `forget ID` does); restic forgets the same five by id.
-"$SNAP_BIN" --json snapshots -r "$W/snap" | python3 -c '
-import json,sys; [print(s["id"]) for s in json.load(sys.stdin)[:5]]' | while read -r id; do
-  rm "$W/snap/snapshots/$id"; done
+# Forget the oldest 5 in both, by id.
+ids=$("$SNAP_BIN" --json snapshots -r "$W/snap" | python3 -c '
+import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)[:5]))')
+# shellcheck disable=SC2086
+"$SNAP_BIN" forget -q -r "$W/snap" $ids
 old=$(restic snapshots -q -r "$W/restic" --json | python3 -c '
 import json,sys; print(" ".join(s["id"] for s in sorted(json.load(sys.stdin), key=lambda s: s["time"])[:5]))')
+# shellcheck disable=SC2086
 restic forget -q -r "$W/restic" $old >/dev/null
 du_b() { du -sb "$1" | cut -f1; }
 sb=$(du_b "$W/snap"); rb=$(du_b "$W/restic")
