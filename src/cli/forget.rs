@@ -53,6 +53,10 @@ pub struct Args {
     /// Print what would be removed; remove nothing (takes no lock)
     #[arg(long)]
     dry_run: bool,
+    /// Then prune with prune's defaults (`--max-unused 5%`, `--grace 24h`): unused packs are
+    /// marked now and deleted by a prune a grace period later
+    #[arg(long)]
+    prune: bool,
 }
 
 /// One `--keep-tag` value (a newtype: clap reads `Vec<Vec<_>>` as values grouped per occurrence).
@@ -85,20 +89,35 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         dry_run: a.dry_run,
     };
     opts.validate()?;
-    let mut repo = ctx.open()?;
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(ctx.lock(&mut repo, Operation::Forget)?)
+    let out = {
+        let mut repo = ctx.open()?;
+        let _lock = if opts.dry_run {
+            None
+        } else {
+            Some(ctx.lock(&mut repo, Operation::Forget)?)
+        };
+        let out = forget(&mut repo, &opts, chrono::Utc::now(), &ctx.interrupt)?;
+        ctx.notes(&repo.notes);
+        out
     };
-    let out = forget(&mut repo, &opts, chrono::Utc::now(), &ctx.interrupt)?;
-    ctx.notes(&repo.notes);
-    if ctx.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
+    if !ctx.json {
         print(ctx, &out);
     }
-    Ok(0)
+    if !a.prune {
+        if ctx.json {
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        return Ok(0);
+    }
+    // The forget lock (exclusive) is released before prune takes its own, which backups share.
+    let popts = super::prune::default_options(opts.dry_run);
+    let pruned = super::prune::prune_locked(ctx, &popts)?;
+    if ctx.json {
+        let both = serde_json::json!({"forget": out, "prune": pruned});
+        println!("{}", serde_json::to_string_pretty(&both)?);
+        return Ok(0);
+    }
+    super::prune::print(ctx, &pruned, popts.dry_run)
 }
 
 fn print(ctx: &Ctx, out: &ForgetOutcome) {

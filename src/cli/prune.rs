@@ -86,23 +86,52 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
+    run_with(
+        ctx,
+        PruneOptions {
+            max_unused: a.max_unused,
+            max_repack: a.max_repack,
+            grace: a.grace,
+            dry_run: a.dry_run,
+            lock_wait: a.lock_wait,
+        },
+    )
+}
+
+/// The options `snap prune` has by default (what `forget --prune` runs with).
+pub fn default_options(dry_run: bool) -> PruneOptions {
+    PruneOptions {
+        max_unused: Limit::Percent(5.0),
+        max_repack: None,
+        grace: Duration::from_secs(24 * 3600),
+        dry_run,
+        lock_wait: Duration::from_secs(600),
+    }
+}
+
+/// Prunes with `opts` under the prune lock (released on return).
+pub fn prune_locked(ctx: &Ctx, opts: &PruneOptions) -> Result<prune::PruneReport> {
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&mut repo, Operation::Prune)?;
-    let opts = PruneOptions {
-        max_unused: a.max_unused,
-        max_repack: a.max_repack,
-        grace: a.grace,
-        dry_run: a.dry_run,
-        lock_wait: a.lock_wait,
-    };
     let opened = repo.notes.len();
-    let r = prune::prune(&mut repo, &opts, ctx.interrupt.clone())?;
+    let r = prune::prune(&mut repo, opts, ctx.interrupt.clone())?;
     ctx.notes(&repo.notes[opened..]);
+    Ok(r)
+}
+
+/// Prunes with `opts` and prints the result.
+pub fn run_with(ctx: &Ctx, opts: PruneOptions) -> Result<u8> {
+    let r = prune_locked(ctx, &opts)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(0);
     }
-    if ctx.quiet && !a.dry_run {
+    print(ctx, &r, opts.dry_run)
+}
+
+/// The plan and what was done, for a human.
+pub fn print(ctx: &Ctx, r: &prune::PruneReport, dry_run: bool) -> Result<u8> {
+    if ctx.quiet && !dry_run {
         return Ok(0);
     }
     let p = &r.plan;
@@ -128,7 +157,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         bytes(s.bytes_freed),
         bytes(s.bytes_freed_later)
     );
-    if a.dry_run {
+    if dry_run {
         for id in &p.due {
             println!("would delete {}", snap::backend::pack_path(id));
         }

@@ -244,3 +244,29 @@ fn forget_takes_the_exclusive_lock_and_dry_run_none() {
         "forget released its lock"
     );
 }
+
+#[test]
+fn forget_prune_marks_what_the_forgotten_snapshots_alone_used() {
+    let env = Env::new(&["--pack-size-mib", "1"]);
+    let src = env.path("src");
+    write(&src.join("old.bin"), &random_bytes(41, 3_000_000));
+    env.backup(&[src.to_str().unwrap()]);
+    std::fs::remove_file(src.join("old.bin")).unwrap();
+    write(&src.join("new.bin"), &random_bytes(42, 3_000_000));
+    env.backup(&[src.to_str().unwrap()]);
+    let out = env.json(&["forget", "--keep-last", "1", "--prune"]);
+    assert_eq!(out["forget"]["removed"], 1, "{out:#}");
+    // Prune's defaults: the old data's packs are marked now, deleted a grace period later.
+    assert!(
+        !out["prune"]["plan"]["mark"].as_array().unwrap().is_empty(),
+        "{out:#}"
+    );
+    assert!(
+        out["prune"]["deleted"].as_array().unwrap().is_empty(),
+        "{out:#}"
+    );
+    env.ok(&["check", "--read-data"]);
+    let t = env.path("target");
+    env.ok(&["restore", "latest", "--target", t.to_str().unwrap()]);
+    assert_same_tree(&src, &t.join(src.strip_prefix("/").unwrap()));
+}
