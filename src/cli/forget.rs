@@ -5,7 +5,7 @@
 use anyhow::Result;
 use snap::policy::forget::{ForgetOptions, ForgetOutcome, forget};
 use snap::policy::retention::{self, Decision, Duration, GroupBy, Policy};
-use snap::repo::lock::Operation;
+use snap::repo::lock::{LockGuard, Operation};
 use snap::snapshot::SnapshotFilter;
 
 use super::Ctx;
@@ -53,6 +53,10 @@ pub struct Args {
     /// Print what would be removed; remove nothing (takes no lock)
     #[arg(long)]
     dry_run: bool,
+    /// How long to wait for running backups, restores and checks to let go (forget takes the
+    /// exclusive lock; it retries in the gaps between them)
+    #[arg(long, default_value = "10m", value_parser = super::prune::parse_duration)]
+    lock_wait: std::time::Duration,
     /// Then prune with prune's defaults (`--max-unused 5%`, `--grace 24h`): unused packs are
     /// marked now and deleted by a prune a grace period later
     #[arg(long)]
@@ -94,7 +98,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         let _lock = if opts.dry_run {
             None
         } else {
-            Some(ctx.lock(&mut repo, Operation::Forget)?)
+            Some(LockGuard::escalate(
+                &repo,
+                Operation::Forget,
+                ctx.interrupt.clone(),
+                a.lock_wait,
+            )?)
         };
         let out = forget(&mut repo, &opts, chrono::Utc::now(), &ctx.interrupt)?;
         ctx.notes(&repo.notes);
