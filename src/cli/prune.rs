@@ -164,6 +164,12 @@ pub fn print(ctx: &Ctx, r: &prune::PruneReport, dry_run: bool) -> Result<u8> {
         for id in &p.repack {
             println!("would repack {}", snap::backend::pack_path(id));
         }
+        if let Some(ms) = r.estimate_ms {
+            println!(
+                "time estimate for the real run: {:.1} s (walk measured now, repack and removals at rates measured now)",
+                ms as f64 / 1000.0
+            );
+        }
         println!("dry run: nothing changed");
         return Ok(0);
     }

@@ -80,6 +80,9 @@ pub struct PruneReport {
     pub deleted: Vec<String>,
     pub bytes_freed: u64,
     pub mark_ms: u64,
+    /// `--dry-run`: how long the real run is expected to take (see [`estimate_ms`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate_ms: Option<u64>,
     /// How long the exclusive lock was held (none when nothing was due).
     pub exclusive_lock_ms: Option<u64>,
     /// Why the sweep did not run although packs were due.
@@ -114,6 +117,26 @@ fn new_record(prev: &PruneRecord) -> PruneRecord {
         marked: Vec::new(),
         deleted: Vec::new(),
     }
+}
+
+/// What a real run of `plan` should take, from rates measured now rather than constants: the
+/// walk this dry run just did (a real run repeats it), plus the bytes to repack at the read rate
+/// of a sample of them (up to 8 MiB of the first pack to repack, read now), counted twice since
+/// each is written again. Removing due packs is left out: a dry run writes nothing to measure it
+/// by, and it is one unlink (or DELETE) per pack, small beside the walk.
+fn estimate_ms(repo: &Repository, plan: &Plan, walk_ms: u64) -> u64 {
+    let mut total = walk_ms as f64;
+    if let Some(first) = plan.repack.first() {
+        let path = crate::backend::pack_path(first);
+        let len = repo.backend().size(&path).unwrap_or(0).min(8 << 20);
+        let t = Instant::now();
+        if len > 0 && repo.backend().read_range(&path, 0, len).is_ok() {
+            let secs = t.elapsed().as_secs_f64().max(1e-6);
+            let rate = len as f64 / secs;
+            total += 2.0 * plan.stats.repack_bytes as f64 / rate * 1000.0;
+        }
+    }
+    total.round() as u64
 }
 
 /// Runs prune. The caller holds the `Operation::Prune` lock; the sweep takes the exclusive one.
@@ -163,8 +186,9 @@ pub fn prune(
     );
     report.trees = usage.trees;
     if opts.dry_run {
-        report.plan = plan;
         report.mark_ms = ms(start.elapsed());
+        report.estimate_ms = Some(estimate_ms(repo, &plan, report.mark_ms));
+        report.plan = plan;
         return Ok(report);
     }
     let sizes: HashMap<Id, u64> = infos.iter().map(|(id, (s, _))| (*id, *s)).collect();

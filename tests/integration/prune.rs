@@ -52,6 +52,10 @@ fn prune_frees_the_unique_packs_of_a_removed_snapshot() {
     let dry = env.prune(&["--dry-run", "--grace", "0"]);
     assert!(dry["dry_run"].as_bool().unwrap());
     assert!(
+        dry["estimate_ms"].as_u64().unwrap() >= dry["mark_ms"].as_u64().unwrap(),
+        "a dry run estimates at least the walk it measured: {dry:#}"
+    );
+    assert!(
         !dry["plan"]["due"].as_array().unwrap().is_empty(),
         "{dry:#}"
     );
