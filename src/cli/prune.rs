@@ -166,7 +166,7 @@ pub fn print(ctx: &Ctx, r: &prune::PruneReport, dry_run: bool) -> Result<u8> {
         }
         if let Some(ms) = r.estimate_ms {
             println!(
-                "time estimate for the real run: {:.1} s (walk measured now, repack and removals at rates measured now)",
+                "time estimate for the real run: {:.1} s (the walk measured now, repacking at the read rate measured now)",
                 ms as f64 / 1000.0
             );
         }
