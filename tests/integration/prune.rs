@@ -149,17 +149,24 @@ fn backups_do_not_dedup_against_marked_packs_even_through_an_old_cache() {
     env.assert_restores(&sb, &b);
 }
 
-#[test]
-fn partly_used_packs_are_repacked() {
-    let env = Env::new(INIT);
+/// 40 files of 48 KiB (one chunk each, a couple of packs) backed up, then every other one
+/// removed and backed up again: once the first snapshot goes, its packs are half used.
+/// Returns the source and both snapshot ids.
+fn half_used_packs(env: &Env) -> (PathBuf, String, String) {
     let src = env.path("src");
-    // 40 files of 48 KiB (one chunk each) fill a couple of packs.
     make_files(&src, 0..40, 48 * 1024);
     let s1 = env.backup_id(&src);
     for i in (0..40).step_by(2) {
         std::fs::remove_file(src.join(format!("f{i}"))).unwrap();
     }
     let s2 = env.backup_id(&src);
+    (src, s1, s2)
+}
+
+#[test]
+fn partly_used_packs_are_repacked() {
+    let env = Env::new(INIT);
+    let (src, s1, s2) = half_used_packs(&env);
     env.remove_snapshot(&s1);
     let keep = env.prune(&["--grace", "0", "--max-unused", "100%"]);
     assert!(
@@ -459,13 +466,7 @@ fn json_with_cache(env: &Env, cache: &std::path::Path, args: &[&str]) -> serde_j
 #[test]
 fn repacked_copies_are_found_through_any_cache() {
     let env = Env::new(INIT);
-    let src = env.path("src");
-    make_files(&src, 0..40, 48 * 1024);
-    let s1 = env.backup_id(&src);
-    for i in (0..40).step_by(2) {
-        std::fs::remove_file(src.join(format!("f{i}"))).unwrap();
-    }
-    let s2 = env.backup_id(&src);
+    let (src, s1, s2) = half_used_packs(&env);
     // A cache that knows only the packs from before the repack.
     let before = env.path("cache-before");
     json_with_cache(&env, &before, &["check"]);
