@@ -248,8 +248,11 @@ impl LockGuard {
     fn want(op: Operation, ignore_own: bool) -> Want {
         Want {
             exclusive: op.lock() == LockMode::Exclusive,
-            // The delete phase is marked as prune's too, so shared takers know to wait for it.
-            prune: op.lock() == LockMode::Prune || op == Operation::PruneDelete,
+            // The delete phase, and forget, are marked as prune's too: both hold the exclusive
+            // lock for moments, so shared takers (a backup) wait for them instead of failing.
+            prune: op.lock() == LockMode::Prune
+                || op == Operation::PruneDelete
+                || op == Operation::Forget,
             ignore_own,
         }
     }
