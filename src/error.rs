@@ -26,6 +26,16 @@ pub enum Error {
         path: PathBuf,
         source: io::Error,
     },
+    /// A storage backend (S3, SFTP) refused an operation or stayed unreachable after every retry.
+    /// `detail` names the HTTP status or the server's reason; never a credential.
+    #[error("{backend}: cannot {op} {path}: {detail}")]
+    Storage {
+        backend: String,
+        op: &'static str,
+        path: String,
+        failure: StorageFailure,
+        detail: String,
+    },
     #[error("repository file {file}: {source}")]
     Envelope { file: String, source: EnvelopeError },
     #[error("repository file {file} is damaged: {what}")]
@@ -92,6 +102,19 @@ pub enum Error {
     /// A dump stream is malformed or does not match its manifest.
     #[error("MySQL dump stream {path}: {what}")]
     DumpStream { path: String, what: String },
+}
+
+/// Why a storage operation failed, for the exit code and for what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// A file the repository needs is not there (HTTP 404, no such file).
+    NotFound,
+    /// The credentials were refused (HTTP 403, permission denied): fix them, do not retry.
+    Denied,
+    /// Still failing after every retry (timeouts, resets, 5xx, 429): the network or the server.
+    Unavailable,
+    /// Anything else the server refused (a missing bucket, a bad request).
+    Refused,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

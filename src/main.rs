@@ -5,13 +5,14 @@ mod cli;
 
 use std::process::ExitCode;
 
-use snap::error::Error;
+use snap::error::{Error, StorageFailure};
 
 /// Exit codes: 0 ok, 1 fatal (and `check` found damage), 2 usage (from clap, or a missing or
 /// invalid retention policy), 3 snapshot written but incomplete, 10 no repository, 11 lock not
 /// taken, 12 wrong password, 13 lock lost (its refresh failed for too long; the operation
 /// stopped), 20 database unreachable, 21 database access denied, 22 database backup lock not
-/// granted in time, 23 skipped: a database backup of the same server is already running,
+/// granted in time, 14 the storage refused (access denied, missing bucket or file), 15 the
+/// storage stayed unreachable after every retry, 23 skipped: a database backup of the same server is already running,
 /// 24 database verification failed, 130 interrupted.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>().map(Error::root) {
@@ -24,6 +25,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::MysqlLockTimeout { .. }) => 22,
         Some(Error::BackupRunning(_)) => 23,
         Some(Error::MysqlVerify { .. }) => 24,
+        Some(Error::Storage { failure, .. }) => match failure {
+            StorageFailure::Unavailable => 15,
+            _ => 14,
+        },
         Some(Error::Interrupted) => 130,
         Some(Error::Policy(_)) => 2,
         _ => 1,

@@ -48,7 +48,7 @@ fn parse_chunker(s: &str) -> Result<(u32, u32, u32), String> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
-    let path = ctx.repo_path()?;
+    let location = ctx.location()?;
     let mut opts = InitOptions {
         // Cannot overflow: clap bounds the value to 1..=1024.
         pack_size: a.pack_size_mib.map(|m| m * 1024 * 1024),
@@ -61,15 +61,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         opts.kdf_memory_kib = m;
         opts.kdf_iterations = 1;
     }
-    let id = repo::init(&path, ctx.password()?.as_bytes(), &opts)?;
+    let id = repo::init(&location, ctx.password()?.as_bytes(), &opts)?;
     if ctx.json {
-        println!("{}", serde_json::json!({"id": id.to_hex(), "path": path}));
+        let mut out = serde_json::json!({"id": id.to_hex(), "location": location.to_string()});
+        if let Some(p) = location.local_path() {
+            out["path"] = serde_json::json!(p);
+        }
+        println!("{out}");
     } else if !ctx.quiet {
-        println!(
-            "created snap repository {} at {}",
-            id.short(),
-            path.display()
-        );
+        println!("created snap repository {} at {}", id.short(), location);
         println!("keep the password safe: without it the data cannot be read");
     }
     Ok(0)

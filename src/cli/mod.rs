@@ -25,6 +25,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use snap::backend::Location;
 use snap::error::Error;
 use snap::repo::{Repository, lock};
 use zeroize::Zeroizing;
@@ -36,9 +37,14 @@ use zeroize::Zeroizing;
     about = "Deduplicating, encrypted backups of files and databases"
 )]
 pub struct Cli {
-    /// Repository location (a directory)
+    /// Repository location: a directory (or local:PATH), s3://BUCKET/PREFIX, or
+    /// sftp://USER@HOST[:PORT]/PATH
     #[arg(short = 'r', long = "repo", env = "SNAP_REPOSITORY", global = true)]
-    repo: Option<PathBuf>,
+    repo: Option<String>,
+    /// S3 endpoint for an S3-compatible server, e.g. http://127.0.0.1:9000 (else
+    /// SNAP_S3_ENDPOINT, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)
+    #[arg(long, global = true, value_name = "URL")]
+    s3_endpoint: Option<String>,
     /// Read the repository password from this file (first line). Wins over SNAP_PASSWORD_FILE,
     /// which wins over SNAP_PASSWORD
     // no `env =`: the flag and SNAP_PASSWORD_FILE rank differently (see `Ctx::password`)
@@ -99,7 +105,8 @@ enum Command {
 }
 
 pub struct Ctx {
-    repo: Option<PathBuf>,
+    repo: Option<String>,
+    s3_endpoint: Option<String>,
     password_file: Option<PathBuf>,
     cache_dir: PathBuf,
     pub quiet: bool,
@@ -108,10 +115,18 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn repo_path(&self) -> Result<PathBuf> {
-        self.repo.clone().ok_or_else(|| {
+    /// The repository's location from `-r/--repo` or `SNAP_REPOSITORY`.
+    pub fn location(&self) -> Result<Location> {
+        let s = self.repo.as_deref().ok_or_else(|| {
             anyhow::anyhow!("no repository given: pass -r/--repo or set SNAP_REPOSITORY")
-        })
+        })?;
+        self.parse_location(s)
+    }
+
+    /// Any repository location given on the command line (`--copy-to`, `--from-repo`), with the
+    /// same `--s3-endpoint`.
+    pub fn parse_location(&self, s: &str) -> Result<Location> {
+        Ok(Location::parse(s, self.s3_endpoint.as_deref())?)
     }
 
     /// The repository password, for every command, from the first of:
@@ -140,7 +155,7 @@ impl Ctx {
 
     pub fn open(&self) -> Result<Repository> {
         let repo = Repository::open(
-            &self.repo_path()?,
+            &self.location()?,
             self.password()?.as_bytes(),
             &self.cache_dir,
         )?;
@@ -192,6 +207,7 @@ pub fn run() -> Result<u8> {
     }
     let ctx = Ctx {
         repo: cli.repo,
+        s3_endpoint: cli.s3_endpoint,
         password_file: cli.password_file,
         cache_dir: cli.cache_dir.unwrap_or_else(snap::repo::default_cache_dir),
         quiet: cli.quiet,

@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::backend::local::LocalBackend;
-use crate::backend::{Backend, pack_path};
+use crate::backend::{Backend, Location, pack_path};
 use crate::blob;
 use crate::config::Config;
 use crate::crypto::MasterKey;
@@ -113,23 +112,27 @@ pub(crate) fn key_error(e: KeyFileError, path: &str) -> Error {
     }
 }
 
-/// Creates a new repository at `path`; returns its id.
-pub fn init(path: &Path, password: &[u8], opts: &InitOptions) -> Result<Id> {
-    let backend = LocalBackend::new(path);
+/// Creates a new repository at `location`; returns its id.
+pub fn init(location: &Location, password: &[u8], opts: &InitOptions) -> Result<Id> {
+    let backend = crate::backend::open(location)?;
     if backend.exists("config")? {
-        return Err(Error::RepositoryExists(path.display().to_string()));
+        return Err(Error::RepositoryExists(location.to_string()));
     }
-    if path.exists()
-        && std::fs::read_dir(path)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    {
+    let not_empty = match location.local_path() {
+        Some(path) => {
+            path.exists()
+                && std::fs::read_dir(path)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false)
+        }
+        None => !backend.list("")?.is_empty(),
+    };
+    if not_empty {
         return Err(Error::Usage(format!(
-            "{} exists and is not empty; give a new or empty directory",
-            path.display()
+            "{location} exists and is not empty; give a new or empty location"
         )));
     }
-    backend.create_layout()?;
+    backend.init_layout()?;
     let key = MasterKey::generate()?;
     let mut config = Config::new(&key)?;
     if let Some(s) = opts.pack_size {
@@ -164,10 +167,10 @@ pub fn init(path: &Path, password: &[u8], opts: &InitOptions) -> Result<Id> {
 }
 
 impl Repository {
-    pub fn open(path: &Path, password: &[u8], cache_dir: &Path) -> Result<Repository> {
-        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
+    pub fn open(location: &Location, password: &[u8], cache_dir: &Path) -> Result<Repository> {
+        let backend = crate::backend::open(location)?;
         if !backend.exists("config")? {
-            return Err(Error::NoRepository(path.display().to_string()));
+            return Err(Error::NoRepository(location.to_string()));
         }
         let (key, key_path) = open_key(backend.as_ref(), password)?;
         let cfg_bytes = backend.read("config")?;

@@ -87,8 +87,12 @@ impl Env {
     /// The repository opened through the library, with a cache of its own (so it never shares
     /// RocksDB with a `snap` process).
     pub fn open_lib(&self) -> snap::repo::Repository {
-        snap::repo::Repository::open(&self.repo, PASSWORD.as_bytes(), &self.path("cache-lib"))
-            .unwrap()
+        snap::repo::Repository::open(
+            &self.repo.as_path().into(),
+            PASSWORD.as_bytes(),
+            &self.path("cache-lib"),
+        )
+        .unwrap()
     }
 
     /// A repository file's path relative to the repository (as `check` names it).
