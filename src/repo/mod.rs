@@ -114,6 +114,35 @@ pub(crate) fn key_error(e: KeyFileError, path: &str) -> Error {
 
 /// Creates a new repository at `location`; returns its id.
 pub fn init(location: &Location, password: &[u8], opts: &InitOptions) -> Result<Id> {
+    init_with(location, password, opts, None)
+}
+
+/// Creates a new repository that shares `source`'s blob-id key and chunker parameters (file and
+/// database) but has its own encryption key, repository id and passwords (`snap init
+/// --from-repo`): the same content gets the same blob ids in both, so `snap copy` between them
+/// moves blobs without re-chunking or rewriting trees. Chunker options are refused: the point is
+/// to cut exactly as the source does.
+pub fn init_sharing_ids(
+    location: &Location,
+    password: &[u8],
+    opts: &InitOptions,
+    source: &Repository,
+) -> Result<Id> {
+    if opts.chunker.is_some() || opts.db_chunker.is_some() {
+        return Err(Error::Usage(
+            "a repository made from another takes its chunker parameters; drop the chunker options"
+                .into(),
+        ));
+    }
+    init_with(location, password, opts, Some(source))
+}
+
+fn init_with(
+    location: &Location,
+    password: &[u8],
+    opts: &InitOptions,
+    source: Option<&Repository>,
+) -> Result<Id> {
     let backend = crate::backend::open(location)?;
     if backend.exists("config")? {
         return Err(Error::RepositoryExists(location.to_string()));
@@ -133,8 +162,17 @@ pub fn init(location: &Location, password: &[u8], opts: &InitOptions) -> Result<
         )));
     }
     backend.init_layout()?;
-    let key = MasterKey::generate()?;
+    let key = match source {
+        Some(src) => src.key().with_new_enc()?,
+        None => MasterKey::generate()?,
+    };
     let mut config = Config::new(&key)?;
+    if let Some(src) = source {
+        // Stored explicitly (also the database chunker an older source leaves implicit), so the
+        // two repositories cut alike whatever defaults a later snap has.
+        config.chunker = src.config().chunker;
+        config.db_chunker = Some(src.config().db_chunker());
+    }
     if let Some(s) = opts.pack_size {
         config.pack_size = s;
     }

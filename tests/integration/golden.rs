@@ -258,6 +258,7 @@ fn golden_snapshot() -> Snapshot {
             tables: 30,
             rows: 1_000_000,
         }),
+        original: None,
     }
 }
 
