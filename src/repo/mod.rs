@@ -208,6 +208,9 @@ impl Repository {
     pub fn open(location: &Location, password: &[u8], cache_dir: &Path) -> Result<Repository> {
         let backend = crate::backend::open(location)?;
         if !backend.exists("config")? {
+            // A missing bucket or a refused listing says so, rather than "no repository" (an
+            // object store answers a HEAD of a missing bucket's object with a bare 404).
+            backend.list("")?;
             return Err(Error::NoRepository(location.to_string()));
         }
         let (key, key_path) = open_key(backend.as_ref(), password)?;
