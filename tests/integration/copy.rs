@@ -542,3 +542,36 @@ fn three_two_one_with_copy_to_s3_and_status() {
     let o = run(&["-r", s3, "--json", "check", "--read-data"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
+
+#[test]
+fn copy_takes_shared_locks_on_both_repositories() {
+    let src = Env::new(&[]);
+    let tree = src.path("src");
+    make_source(&tree, 21);
+    src.backup_id(&tree);
+    let dst = related(&src, &[]);
+    for (holder, what) in [(&src, "source"), (&dst, "destination")] {
+        // An exclusive lock (a forget, a key removal) on either side refuses the copy (exit 11)
+        // before anything is written.
+        let r = holder.open_lib();
+        let guard = snap::repo::lock::LockGuard::take(r.backend().clone(), r.key(), true).unwrap();
+        let before = dst.snapshot_ids();
+        let o = copy(&dst, PASSWORD, &src, &[]);
+        assert_eq!(code(&o), 11, "{what}: {}", stderr(&o));
+        assert_eq!(dst.snapshot_ids(), before);
+        drop(guard);
+        // A shared one (a backup, a restore) does not.
+        let shared =
+            snap::repo::lock::LockGuard::take(r.backend().clone(), r.key(), false).unwrap();
+        let out = copy_ok(&dst, PASSWORD, &src, &[]);
+        assert_eq!(
+            out["copied"].as_u64().unwrap() + out["skipped"].as_u64().unwrap(),
+            1
+        );
+        drop(shared);
+    }
+    // The copy released its locks: none is left on either side.
+    for env in [&src, &dst] {
+        assert!(walk_files(&env.repo.join("locks")).is_empty());
+    }
+}
