@@ -54,7 +54,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     };
     let mut src = open(ctx, &from, &from_password)?;
     let _src_lock = ctx.lock(&mut src, Operation::Copy)?;
-    let mut dst = ctx.open()?;
+    let mut dst = match ctx.open() {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(snap::error::Error::NoRepository(to)) = e.downcast_ref() {
+                eprintln!(
+                    "snap: hint: create the destination with `snap -r {to} init --from-repo {from}`: \
+                     it then shares blob ids with the source, and copies move blobs as they are"
+                );
+            }
+            return Err(e);
+        }
+    };
     let _dst_lock = ctx.lock(&mut dst, Operation::Copy)?;
     let out = with_progress(ctx, |p| {
         copy::copy(&mut src, &mut dst, &opts, p, &ctx.interrupt)

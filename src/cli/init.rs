@@ -84,8 +84,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
                 Some(f) => super::read_password_file(f)?,
                 None => password.clone(),
             };
-            let source = repo::Repository::open(from, from_password.as_bytes(), ctx.cache_dir())?;
-            repo::init_sharing_ids(&location, password.as_bytes(), &opts, &source)?
+            repo::init_sharing_ids(
+                &location,
+                password.as_bytes(),
+                &opts,
+                from,
+                from_password.as_bytes(),
+            )?
         }
     };
     if ctx.json {

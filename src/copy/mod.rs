@@ -43,7 +43,8 @@ use crate::snapshot::{Snapshot, SnapshotFilter};
 pub struct CopyOptions {
     /// Snapshot ids, unique prefixes or `latest`; empty means every snapshot `filter` accepts.
     pub snapshots: Vec<String>,
-    /// `--host`/`--tag`: narrows the whole selection (and what `latest` means).
+    /// `--host`/`--tag`: selects among all snapshots when none is named, else narrows what
+    /// `latest` means (an id is taken as given, as in every command).
     pub filter: SnapshotFilter,
 }
 
@@ -124,13 +125,9 @@ pub fn select(src: &mut Repository, opts: &CopyOptions) -> Result<Vec<(Id, Snaps
         let mut out = Vec::new();
         let mut ids = HashSet::new();
         for spec in &opts.snapshots {
+            // As everywhere a snapshot is named: the filters narrow `latest`, an id is taken
+            // as given.
             let (id, s) = src.find_snapshot(spec, &opts.filter)?;
-            if !opts.filter.matches(&s) {
-                return Err(Error::Usage(format!(
-                    "snapshot {} does not match the --host/--tag filter given",
-                    id.short()
-                )));
-            }
             if ids.insert(id) {
                 out.push((id, s));
             }

@@ -122,11 +122,14 @@ pub fn init(location: &Location, password: &[u8], opts: &InitOptions) -> Result<
 /// --from-repo`): the same content gets the same blob ids in both, so `snap copy` between them
 /// moves blobs without re-chunking or rewriting trees. Chunker options are refused: the point is
 /// to cut exactly as the source does.
+///
+/// Only the source's key and config are read (no index, no lock): nothing else of it is needed.
 pub fn init_sharing_ids(
     location: &Location,
     password: &[u8],
     opts: &InitOptions,
-    source: &Repository,
+    source: &Location,
+    source_password: &[u8],
 ) -> Result<Id> {
     if opts.chunker.is_some() || opts.db_chunker.is_some() {
         return Err(Error::Usage(
@@ -134,14 +137,30 @@ pub fn init_sharing_ids(
                 .into(),
         ));
     }
-    init_with(location, password, opts, Some(source))
+    let backend = crate::backend::open(source)?;
+    if !backend.exists("config")? {
+        // As in `Repository::open`: a missing bucket says so rather than "no repository".
+        backend.list("")?;
+        return Err(Error::NoRepository(source.to_string()));
+    }
+    let (key, _) = open_key(backend.as_ref(), source_password)?;
+    let config = read_config(backend.as_ref(), &key)?;
+    init_with(location, password, opts, Some((&key, &config)))
+}
+
+fn read_config(backend: &dyn Backend, key: &MasterKey) -> Result<Config> {
+    let cfg_bytes = backend.read("config")?;
+    Config::decode(key, &cfg_bytes).map_err(|e| Error::Envelope {
+        file: "config".into(),
+        source: e,
+    })
 }
 
 fn init_with(
     location: &Location,
     password: &[u8],
     opts: &InitOptions,
-    source: Option<&Repository>,
+    source: Option<(&MasterKey, &Config)>,
 ) -> Result<Id> {
     let backend = crate::backend::open(location)?;
     if backend.exists("config")? {
@@ -163,15 +182,15 @@ fn init_with(
     }
     backend.init_layout()?;
     let key = match source {
-        Some(src) => src.key().with_new_enc()?,
+        Some((src_key, _)) => src_key.with_new_enc()?,
         None => MasterKey::generate()?,
     };
     let mut config = Config::new(&key)?;
-    if let Some(src) = source {
+    if let Some((_, src)) = source {
         // Stored explicitly (also the database chunker an older source leaves implicit), so the
         // two repositories cut alike whatever defaults a later snap has.
-        config.chunker = src.config().chunker;
-        config.db_chunker = Some(src.config().db_chunker());
+        config.chunker = src.chunker;
+        config.db_chunker = Some(src.db_chunker());
     }
     if let Some(s) = opts.pack_size {
         config.pack_size = s;
@@ -214,11 +233,7 @@ impl Repository {
             return Err(Error::NoRepository(location.to_string()));
         }
         let (key, key_path) = open_key(backend.as_ref(), password)?;
-        let cfg_bytes = backend.read("config")?;
-        let config = Config::decode(&key, &cfg_bytes).map_err(|e| Error::Envelope {
-            file: "config".into(),
-            source: e,
-        })?;
+        let config = read_config(backend.as_ref(), &key)?;
         let mut notes = Vec::new();
         let repo_cache = cache_dir.join(config.id.to_hex());
         for d in [cache_dir, &repo_cache] {

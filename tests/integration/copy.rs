@@ -575,3 +575,73 @@ fn copy_takes_shared_locks_on_both_repositories() {
         assert!(walk_files(&env.repo.join("locks")).is_empty());
     }
 }
+
+#[test]
+fn init_from_repo_shares_ids_and_chunker_but_not_the_key_or_password() {
+    let src = Env::new(&[
+        "--chunker-kib",
+        "64,256,1024",
+        "--db-chunker-kib",
+        "8,16,64",
+    ]);
+    let pw = src.path("src-pw");
+    write(&pw, PASSWORD.as_bytes());
+    let dst = Env::uninit();
+    let init = |extra: &[&str]| {
+        let mut args = vec![
+            "init",
+            "--kdf-memory-kib",
+            "19456",
+            "--from-repo",
+            src.repo.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = dst
+            .cmd(&args)
+            .env("SNAP_PASSWORD", OTHER_PASSWORD)
+            .output()
+            .unwrap();
+        assert_no_panic(&o);
+        o
+    };
+    // Chunker options contradict --from-repo (usage, exit 2); without --from-password-file the
+    // new password is tried on the source (wrong: exit 12). Neither creates anything.
+    assert_eq!(code(&init(&["--chunker-kib", "128,512,2048"])), 2);
+    let o = init(&[]);
+    assert_eq!(code(&o), 12, "{}", stderr(&o));
+    assert!(!dst.repo.join("config").exists());
+    let o = init(&[
+        "--from-password-file",
+        pw.to_str().unwrap(),
+        "--compression",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let open = |env: &Env, password: &str| {
+        snap::repo::Repository::open(
+            &env.repo.as_path().into(),
+            password.as_bytes(),
+            &env.path("cache-lib"),
+        )
+    };
+    let (s, d) = (
+        open(&src, PASSWORD).unwrap(),
+        open(&dst, OTHER_PASSWORD).unwrap(),
+    );
+    assert!(s.key().shares_id_key(d.key()));
+    assert_ne!(
+        *s.key().to_bytes(),
+        *d.key().to_bytes(),
+        "own encryption key"
+    );
+    assert_ne!(s.config().id, d.config().id, "own repository id");
+    assert_eq!(s.config().chunker, d.config().chunker);
+    assert_eq!(s.config().db_chunker(), d.config().db_chunker());
+    assert_eq!(d.config().compression, 0, "its own settings otherwise");
+    // Its own passwords: the source's does not open it.
+    assert!(matches!(
+        open(&dst, PASSWORD),
+        Err(snap::error::Error::WrongPassword(_))
+    ));
+}
