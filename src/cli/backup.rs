@@ -146,8 +146,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
                 failed += 1;
                 eprintln!(
                     "snap: error: copy of snapshot {} to {to} failed: {e:#}\nsnap: snapshot {} is \
-                     saved in {} but MISSING from {to}; once {to} is reachable, retry with: snap -r \
-                     {to} copy --from-repo {} {}",
+                     saved in {} but MISSING from {to}; once the cause above is fixed, retry with: \
+                     snap -r {to} copy --from-repo {} {}",
                     out.id.short(),
                     out.id.short(),
                     primary,
