@@ -128,6 +128,10 @@ fn serve(client: TcpStream, upstream: &str, f: Faults, c: &Counts, n: u64) -> st
     c.requests.fetch_add(1, Ordering::Relaxed);
     c.bytes_up
         .fetch_add(content_length as u64, Ordering::Relaxed);
+    if std::env::var_os("SNAP_PROXY_LOG").is_some() {
+        let line = String::from_utf8_lossy(&head);
+        eprintln!("proxy: {}", line.lines().next().unwrap_or_default());
+    }
     let method = head.split(|&b| b == b' ').next().unwrap_or_default();
     match method {
         b"GET" => &c.get,

@@ -325,3 +325,45 @@ fn init_refuses_a_non_empty_remote_location() {
     assert_ne!(code(&o), 0);
     assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
 }
+
+/// A remote repository is not downloaded again for what the cache already holds: a no-change
+/// backup and a recursive `ls` make a handful of requests, however many directories there are.
+#[test]
+fn s3_no_change_backup_and_ls_make_few_requests() {
+    use std::sync::atomic::Ordering;
+    let s3 = servers::moto();
+    let bucket = s3.bucket("fewrequests");
+    let proxy = crate::fault_proxy::Proxy::start(&s3.endpoint, Default::default());
+    let mut env = s3.env(&bucket, "n");
+    for (k, v) in env.vars.iter_mut() {
+        if k == "SNAP_S3_ENDPOINT" {
+            *v = proxy.endpoint.clone();
+        }
+    }
+    env.ok(&["init", "--kdf-memory-kib", "19456"]);
+    let src = env.path("src");
+    for d in 0..60 {
+        make_files(&src.join(format!("d{d}")), d * 10..d * 10 + 3, 2000);
+    }
+    env.backup(&[src.to_str().unwrap()]);
+    let count = |args: &[&str]| {
+        let before = proxy.requests();
+        let gets = proxy.counts.get.load(Ordering::Relaxed);
+        env.ok(args);
+        (
+            proxy.requests() - before,
+            proxy.counts.get.load(Ordering::Relaxed) - gets,
+        )
+    };
+    let (backup, _) = count(&["backup", src.to_str().unwrap()]);
+    let (ls, ls_gets) = count(&["ls", "--recursive", "latest"]);
+    eprintln!("no-change backup: {backup} requests; ls -r: {ls} requests ({ls_gets} GET)");
+    assert!(backup <= 15, "a no-change backup made {backup} requests");
+    // Open (config, keys, index sync), the lock's write/verify/remove, the index re-sync under
+    // the lock, the snapshot listing: no tree and no snapshot is downloaded.
+    assert!(ls <= 14, "ls -r of 61 directories made {ls} requests");
+    assert_eq!(
+        ls_gets, 11,
+        "only listings, the key, config and the lock were read"
+    );
+}
