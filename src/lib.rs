@@ -33,6 +33,8 @@ pub mod backend;
 #[cfg(feature = "rocksdb")]
 pub mod checker;
 #[cfg(feature = "rocksdb")]
+pub mod copy;
+#[cfg(feature = "rocksdb")]
 pub mod database;
 #[cfg(feature = "rocksdb")]
 pub mod diff;
@@ -48,6 +50,8 @@ pub mod restorer;
 pub mod source;
 #[cfg(feature = "rocksdb")]
 pub mod stats;
+#[cfg(feature = "rocksdb")]
+pub mod status;
 
 use std::path::{Component, Path, PathBuf};
 

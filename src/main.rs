@@ -12,7 +12,8 @@ use snap::error::{Error, StorageFailure};
 /// taken, 12 wrong password, 13 lock lost (its refresh failed for too long; the operation
 /// stopped), 20 database unreachable, 21 database access denied, 22 database backup lock not
 /// granted in time, 14 the storage refused (access denied, missing bucket or file), 15 the
-/// storage stayed unreachable after every retry, 23 skipped: a database backup of the same server is already running,
+/// storage stayed unreachable after every retry, 16 snapshot written but missing from a `backup
+/// --copy-to` repository (`cli::backup::COPY_FAILED`; retry with `snap copy`), 23 skipped: a database backup of the same server is already running,
 /// 24 database verification failed, 130 interrupted.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>().map(Error::root) {

@@ -26,7 +26,8 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::snapshot::{BackupKind, Snapshot, Summary};
-use saver::{Saver, SaverState};
+// `copy` stores blobs through the same pipeline, so its packs follow the same write order.
+pub(crate) use saver::{Saver, SaverState};
 
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
@@ -227,6 +228,7 @@ pub fn backup(
         summary,
         program: format!("snap {}", env!("CARGO_PKG_VERSION")),
         mysql,
+        original: None,
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot })

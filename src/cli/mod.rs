@@ -4,6 +4,7 @@
 mod backup;
 mod browse;
 mod check;
+mod copy;
 mod diff;
 mod forget;
 mod init;
@@ -16,6 +17,7 @@ mod prune;
 mod restore;
 mod snapshots;
 mod stats;
+mod status;
 mod verify;
 
 use std::io::IsTerminal;
@@ -88,6 +90,11 @@ enum Command {
     Prune(prune::Args),
     /// Sizes: restore size, unique raw and stored data, dedup and compression ratios, unused bytes
     Stats(stats::Args),
+    /// Copy snapshots from another repository into this one (only blobs it lacks; resumable)
+    Copy(copy::Args),
+    /// Backups by host and paths in this and further repositories (--also), and whether each
+    /// has an offsite copy (3-2-1)
+    Status(status::Args),
     /// Remove stale locks
     Unlock(check::UnlockArgs),
     /// Manage the passwords that open the repository
@@ -163,6 +170,11 @@ impl Ctx {
         Ok(repo)
     }
 
+    /// The local cache directory (every repository has its own folder in it, by id).
+    pub fn cache_dir(&self) -> &std::path::Path {
+        &self.cache_dir
+    }
+
     pub fn notes(&self, notes: &[String]) {
         if !self.quiet {
             for n in notes {
@@ -226,6 +238,8 @@ pub fn run() -> Result<u8> {
         Command::Check(a) => check::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
+        Command::Copy(a) => copy::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a),
         Command::Unlock(a) => check::unlock(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Repair(check::Repair::Index) => check::repair_index(&ctx),

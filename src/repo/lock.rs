@@ -44,6 +44,10 @@ pub enum Operation {
     Stats,
     Verify,
     MysqlRestore,
+    /// `copy` (and `backup --copy-to`), on both repositories: the source is only read (its
+    /// packs must not be pruned away meanwhile), the destination only gains packs and
+    /// snapshots, as in a backup.
+    Copy,
     KeyList,
     KeyAdd,
     KeyRemove,
@@ -71,7 +75,7 @@ impl Operation {
     pub fn lock(self) -> LockMode {
         use Operation::*;
         match self {
-            Backup | Restore | Browse | Check | Stats | Verify | MysqlRestore | KeyList => {
+            Backup | Restore | Browse | Check | Stats | Verify | MysqlRestore | Copy | KeyList => {
                 LockMode::Shared
             }
             // Two key removals at once could each leave "another key" and together none; a

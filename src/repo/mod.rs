@@ -117,6 +117,54 @@ pub(crate) fn key_error(e: KeyFileError, path: &str) -> Error {
 
 /// Creates a new repository at `location`; returns its id.
 pub fn init(location: &Location, password: &[u8], opts: &InitOptions) -> Result<Id> {
+    init_with(location, password, opts, None)
+}
+
+/// Creates a new repository that shares `source`'s blob-id key and chunker parameters (file and
+/// database) but has its own encryption key, repository id and passwords (`snap init
+/// --from-repo`): the same content gets the same blob ids in both, so `snap copy` between them
+/// moves blobs without re-chunking or rewriting trees. Chunker options are refused: the point is
+/// to cut exactly as the source does.
+///
+/// Only the source's key and config are read (no index, no lock): nothing else of it is needed.
+pub fn init_sharing_ids(
+    location: &Location,
+    password: &[u8],
+    opts: &InitOptions,
+    source: &Location,
+    source_password: &[u8],
+) -> Result<Id> {
+    if opts.chunker.is_some() || opts.db_chunker.is_some() {
+        return Err(Error::Usage(
+            "a repository made from another takes its chunker parameters; drop the chunker options"
+                .into(),
+        ));
+    }
+    let backend = crate::backend::open(source)?;
+    if !backend.exists("config")? {
+        // As in `Repository::open`: a missing bucket says so rather than "no repository".
+        backend.list("")?;
+        return Err(Error::NoRepository(source.to_string()));
+    }
+    let (key, _) = open_key(backend.as_ref(), source_password)?;
+    let config = read_config(backend.as_ref(), &key)?;
+    init_with(location, password, opts, Some((&key, &config)))
+}
+
+fn read_config(backend: &dyn Backend, key: &MasterKey) -> Result<Config> {
+    let cfg_bytes = backend.read("config")?;
+    Config::decode(key, &cfg_bytes).map_err(|e| Error::Envelope {
+        file: "config".into(),
+        source: e,
+    })
+}
+
+fn init_with(
+    location: &Location,
+    password: &[u8],
+    opts: &InitOptions,
+    source: Option<(&MasterKey, &Config)>,
+) -> Result<Id> {
     let backend = crate::backend::open(location)?;
     if backend.exists("config")? {
         return Err(Error::RepositoryExists(location.to_string()));
@@ -136,8 +184,17 @@ pub fn init(location: &Location, password: &[u8], opts: &InitOptions) -> Result<
         )));
     }
     backend.init_layout()?;
-    let key = MasterKey::generate()?;
+    let key = match source {
+        Some((src_key, _)) => src_key.with_new_enc()?,
+        None => MasterKey::generate()?,
+    };
     let mut config = Config::new(&key)?;
+    if let Some((_, src)) = source {
+        // Stored explicitly (also the database chunker an older source leaves implicit), so the
+        // two repositories cut alike whatever defaults a later snap has.
+        config.chunker = src.chunker;
+        config.db_chunker = Some(src.db_chunker());
+    }
     if let Some(s) = opts.pack_size {
         config.pack_size = s;
     }
@@ -179,11 +236,7 @@ impl Repository {
             return Err(Error::NoRepository(location.to_string()));
         }
         let (key, key_path) = open_key(backend.as_ref(), password)?;
-        let cfg_bytes = backend.read("config")?;
-        let config = Config::decode(&key, &cfg_bytes).map_err(|e| Error::Envelope {
-            file: "config".into(),
-            source: e,
-        })?;
+        let config = read_config(backend.as_ref(), &key)?;
         let mut notes = Vec::new();
         let repo_cache = cache_dir.join(config.id.to_hex());
         for d in [cache_dir, &repo_cache] {

@@ -258,6 +258,7 @@ fn golden_snapshot() -> Snapshot {
             tables: 30,
             rows: 1_000_000,
         }),
+        original: None,
     }
 }
 
@@ -278,6 +279,48 @@ fn golden_snapshot_plaintext_and_file() {
         plain
     );
     assert_eq!(Snapshot::decode(&master(), &file).unwrap(), s);
+}
+
+#[test]
+fn golden_copied_snapshot_records_its_original() {
+    let g = Golden::load();
+    let plain = g.get("snapshot-copy-plain");
+    let s = Snapshot::decode_plain(plain).unwrap();
+    let want = Snapshot {
+        time: "2026-11-26T02:00:00+01:00".into(),
+        time_end: "2026-11-26T02:00:03+01:00".into(),
+        host: "web1".into(),
+        user: "root".into(),
+        paths: vec!["/srv".into()],
+        tags: vec![],
+        kind: BackupKind::Full,
+        parent: None,
+        tree: Id([0x44; 32]),
+        incomplete: false,
+        errors: vec![],
+        summary: Summary {
+            files_new: 3,
+            dirs: 1,
+            bytes_read: 5000,
+            bytes_total: 5000,
+            blobs_added: 4,
+            bytes_added: 2100,
+            bytes_added_raw: 5000,
+            packs_written: 2,
+            duration_ms: 3000,
+            ..Summary::default()
+        },
+        program: "snap 0.1.0".into(),
+        mysql: None,
+        original: Some(Id([0x55; 32])),
+    };
+    assert_eq!(s, want);
+    assert_eq!(s.origin(Id([0x66; 32])), Id([0x55; 32]));
+    assert_eq!(hex::encode(snap::cbor::to_vec(&s)), hex::encode(plain));
+    // A backup's snapshot has no `original` key at all (the snapshot-plain example).
+    let backup = golden_snapshot();
+    assert!(backup.original.is_none());
+    assert!(!hex::encode(snap::cbor::to_vec(&backup)).contains(&hex::encode(b"original")));
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod all_kinds;
 mod backup_kinds;
 mod check_subset;
 mod confinement;
+mod copy;
 mod corruption;
 mod crash;
 mod diff;
