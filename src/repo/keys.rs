@@ -1,6 +1,9 @@
 //! Key management: several passwords open one repository, each a key file sealing the same
 //! master key. Changing a password writes the new key file before removing the old one, so a
 //! crash at any instant leaves at least one key that opens the repository.
+//!
+//! A session opened with an append-only key may add keys, but only append-only ones (else the
+//! flag would be one `key add` away from a full key), and may not remove or replace any.
 
 use serde::Serialize;
 
@@ -19,6 +22,8 @@ pub struct KeyInfo {
     /// Whether the file decodes as a key file at all (a stray or damaged file does not count
     /// as a key that could open the repository).
     pub readable: bool,
+    /// An append-only key: its sessions may add files but never delete or overwrite any.
+    pub append_only: bool,
 }
 
 /// Every key file, with its metadata (unreadable ones are listed with empty metadata).
@@ -36,20 +41,29 @@ pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>> {
             host: kf.as_ref().map(|k| k.host.clone()).unwrap_or_default(),
             user: kf.as_ref().map(|k| k.user.clone()).unwrap_or_default(),
             readable: kf.is_some(),
+            append_only: kf.as_ref().is_some_and(|k| k.append_only),
             created: kf.map(|k| k.created).unwrap_or_default(),
         });
     }
     Ok(out)
 }
 
-/// Adds a key file for `password`; returns its id.
-pub fn add(repo: &Repository, password: &[u8], memory_kib: u32, iterations: u32) -> Result<Id> {
-    let kf = KeyFile::create(repo.key(), password, memory_kib, iterations)
+/// Adds a key file for `password`, append-only when `append_only` or when this session itself
+/// was opened with an append-only key; returns its id and whether it is append-only.
+pub fn add(
+    repo: &Repository,
+    password: &[u8],
+    memory_kib: u32,
+    iterations: u32,
+    append_only: bool,
+) -> Result<(Id, bool)> {
+    let append_only = append_only || repo.append_only();
+    let kf = KeyFile::create_with(repo.key(), password, memory_kib, iterations, append_only)
         .map_err(|e| super::key_error(e, "keys/"))?;
     let bytes = kf.encode();
     let id = Id::of_file_bytes(&bytes);
     repo.backend().write(&format!("keys/{id}"), &bytes)?;
-    Ok(id)
+    Ok((id, append_only))
 }
 
 /// Removes the key whose id starts with `prefix`. The key in use and the last readable key are
@@ -89,14 +103,15 @@ pub fn remove(repo: &Repository, prefix: &str) -> Result<String> {
     Ok(key.id.clone())
 }
 
-/// Replaces the key in use with one for `new_password`: the new file is durable first.
+/// Replaces the key in use with one for `new_password`: the new file is durable first. The new
+/// key is append-only exactly when the old one was.
 pub fn passwd(
     repo: &Repository,
     new_password: &[u8],
     memory_kib: u32,
     iterations: u32,
 ) -> Result<Id> {
-    let id = add(repo, new_password, memory_kib, iterations)?;
+    let (id, _) = add(repo, new_password, memory_kib, iterations, false)?;
     repo.backend().remove(repo.key_path())?;
     Ok(id)
 }

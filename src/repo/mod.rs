@@ -56,6 +56,8 @@ pub struct Repository {
     _temp_index: Option<tempfile::TempDir>,
     /// The key file that opened the repository (`keys/<id>`).
     key_path: String,
+    /// Whether that key is append-only: then `backend` refuses deletes and overwrites.
+    append_only: bool,
     /// This repository's directory in the local cache (`<cache>/<repo id>`).
     cache_dir: PathBuf,
     /// Things the user should know about opening (index rebuilt, damaged packs skipped).
@@ -172,7 +174,7 @@ impl Repository {
         if !backend.exists("config")? {
             return Err(Error::NoRepository(location.to_string()));
         }
-        let (key, key_path) = open_key(backend.as_ref(), password)?;
+        let (key, key_path, append_only) = open_key(backend.as_ref(), password)?;
         let cfg_bytes = backend.read("config")?;
         let config = Config::decode(&key, &cfg_bytes).map_err(|e| Error::Envelope {
             file: "config".into(),
@@ -209,6 +211,7 @@ impl Repository {
             index,
             _temp_index: temp,
             key_path,
+            append_only,
             cache_dir: repo_cache,
             notes,
         };
@@ -227,6 +230,30 @@ impl Repository {
     /// The key file this session opened the repository with.
     pub fn key_path(&self) -> &str {
         &self.key_path
+    }
+
+    /// The id (file name) of the key file this session opened the repository with.
+    pub fn key_id(&self) -> &str {
+        self.key_path.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// Whether the repository was opened with an append-only key (nothing may be deleted or
+    /// overwritten, see `backend::append_only`).
+    pub fn append_only(&self) -> bool {
+        self.append_only
+    }
+
+    /// Fails with [`Error::AppendOnly`] when opened with an append-only key: deleting commands
+    /// call it before they start, so they refuse before doing any work (the backend wrapper
+    /// refuses the deletion itself whatever the caller).
+    pub fn require_full_key(&self, op: &'static str, path: &str) -> Result<()> {
+        if self.append_only {
+            return Err(Error::AppendOnly {
+                op,
+                path: path.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// This repository's directory in the local cache (index, verification record).
@@ -577,7 +604,8 @@ impl Repository {
     }
 }
 
-fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
+/// The master key, the path of the key file that opened it, and whether that key is append-only.
+fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String, bool)> {
     let keys = backend.list("keys")?;
     let mut damaged = Vec::new();
     for (path, _) in &keys {
@@ -602,7 +630,7 @@ fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String
             }
         };
         match kf.open(password) {
-            Ok(k) => return Ok((k, path.clone())),
+            Ok(k) => return Ok((k, path.clone(), kf.append_only)),
             Err(KeyFileError::WrongPassword) => {}
             Err(e) => damaged.push(format!("{path}: {e}")),
         }

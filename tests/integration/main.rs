@@ -4,6 +4,7 @@
 mod common;
 
 mod all_kinds;
+mod append_only;
 mod backup_kinds;
 mod check_subset;
 mod confinement;
