@@ -60,6 +60,9 @@ pub fn forget(
     interrupt: &AtomicBool,
 ) -> Result<ForgetOutcome> {
     opts.validate()?;
+    if !opts.dry_run {
+        repo.require_full_key("remove snapshots from", "snapshots/")?;
+    }
     let snapshots = repo.snapshots()?;
     let plan = if opts.ids.is_empty() {
         retention::plan(&opts.policy, &snapshots, &opts.filter, opts.group_by, now)?

@@ -145,6 +145,10 @@ pub fn prune(
     opts: &PruneOptions,
     interrupt: Arc<AtomicBool>,
 ) -> Result<PruneReport> {
+    if !opts.dry_run {
+        // Refused before marking or repacking anything; the delete phase's lock refuses too.
+        repo.require_full_key("prune packs in", "data/")?;
+    }
     let start = Instant::now();
     let mut report = PruneReport {
         dry_run: opts.dry_run,

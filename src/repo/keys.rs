@@ -70,6 +70,7 @@ pub fn add(
 /// refused. The caller holds the exclusive lock (`Operation::KeyRemove`): the key files are read
 /// here, under it, so two removals cannot each see "another key left".
 pub fn remove(repo: &Repository, prefix: &str) -> Result<String> {
+    repo.require_full_key("remove a key from", "keys/")?;
     let keys = list(repo)?;
     let hits: Vec<&KeyInfo> = keys
         .iter()
@@ -111,6 +112,8 @@ pub fn passwd(
     memory_kib: u32,
     iterations: u32,
 ) -> Result<Id> {
+    // Checked first: the new key must not be written when the old one cannot be removed.
+    repo.require_full_key("replace the key in use in", "keys/")?;
     let (id, _) = add(repo, new_password, memory_kib, iterations, false)?;
     repo.backend().remove(repo.key_path())?;
     Ok(id)

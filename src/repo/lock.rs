@@ -59,6 +59,32 @@ pub enum Operation {
     PruneDelete,
 }
 
+impl Operation {
+    /// What the operation deletes or replaces, as (what it would do, where), for those an
+    /// append-only session may not run; `None` for those that only read or add. Asked when the
+    /// lock is taken, so such a command refuses before it waits for a lock or does any work (the
+    /// append-only backend refuses the deletion itself whatever asks).
+    pub fn deletes(self) -> Option<(&'static str, &'static str)> {
+        use Operation::*;
+        match self {
+            Forget => Some(("remove snapshots from", "snapshots/")),
+            PruneDelete => Some(("delete packs from", "data/")),
+            KeyRemove => Some(("remove a key from", "keys/")),
+            KeyPasswd => Some(("replace the key in use in", "keys/")),
+            Backup | Restore | Browse | Check | Stats | Verify | MysqlRestore | KeyList
+            | KeyAdd | RepairIndex | Prune => None,
+        }
+    }
+}
+
+/// Refuses `op` in a session opened with an append-only key when `op` deletes.
+fn refuse_if_append_only(repo: &super::Repository, op: Operation) -> Result<()> {
+    match op.deletes() {
+        Some((what, path)) => repo.require_full_key(what, path),
+        None => Ok(()),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
     Shared,
@@ -218,6 +244,7 @@ impl LockGuard {
         op: Operation,
         interrupt: Arc<AtomicBool>,
     ) -> Result<LockGuard> {
+        refuse_if_append_only(repo, op)?;
         let want = Self::want(op, false);
         let start = Instant::now();
         loop {
@@ -266,6 +293,7 @@ impl LockGuard {
         interrupt: Arc<AtomicBool>,
         wait: Duration,
     ) -> Result<LockGuard> {
+        refuse_if_append_only(repo, op)?;
         let start = Instant::now();
         let mut stale_since: Option<Instant> = None;
         loop {

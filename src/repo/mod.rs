@@ -175,6 +175,13 @@ impl Repository {
             return Err(Error::NoRepository(location.to_string()));
         }
         let (key, key_path, append_only) = open_key(backend.as_ref(), password)?;
+        // The one choke point for append-only sessions: everything above writes and removes
+        // through this backend.
+        let backend: Arc<dyn Backend> = if append_only {
+            Arc::new(crate::backend::append_only::AppendOnlyBackend::new(backend))
+        } else {
+            backend
+        };
         let cfg_bytes = backend.read("config")?;
         let config = Config::decode(&key, &cfg_bytes).map_err(|e| Error::Envelope {
             file: "config".into(),
