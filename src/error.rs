@@ -133,6 +133,11 @@ impl Error {
         matches!(self, Error::Interrupted | Error::PipelineStopped)
     }
 
+    /// A refusal of an append-only session (nothing was changed, so nothing to audit).
+    pub fn is_append_only(&self) -> bool {
+        matches!(self.root(), Error::AppendOnly { .. })
+    }
+
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
         Error::Io {
             what,

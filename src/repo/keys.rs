@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use super::Repository;
+use crate::audit;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::keyfile::KeyFile;
@@ -49,8 +50,26 @@ pub fn list(repo: &Repository) -> Result<Vec<KeyInfo>> {
 }
 
 /// Adds a key file for `password`, append-only when `append_only` or when this session itself
-/// was opened with an append-only key; returns its id and whether it is append-only.
+/// was opened with an append-only key; returns its id and whether it is append-only. Recorded
+/// in the audit log.
 pub fn add(
+    repo: &Repository,
+    password: &[u8],
+    memory_kib: u32,
+    iterations: u32,
+    append_only: bool,
+) -> Result<(Id, bool)> {
+    let (id, append_only) = write_key(repo, password, memory_kib, iterations, append_only)?;
+    let summary = audit::Summary {
+        keys_added: vec![id.to_hex()],
+        note: append_only.then(|| "append-only key".to_string()),
+        ..Default::default()
+    };
+    audit::record(repo, audit::Action::KeyAdd, summary)?;
+    Ok((id, append_only))
+}
+
+fn write_key(
     repo: &Repository,
     password: &[u8],
     memory_kib: u32,
@@ -101,6 +120,11 @@ pub fn remove(repo: &Repository, prefix: &str) -> Result<String> {
         return Err(Error::Usage("refusing to remove the key in use; open with another password first, or use `snap key passwd`".into()));
     }
     repo.backend().remove(&format!("keys/{}", key.id))?;
+    let summary = audit::Summary {
+        keys_removed: vec![key.id.clone()],
+        ..Default::default()
+    };
+    audit::record(repo, audit::Action::KeyRemove, summary)?;
     Ok(key.id.clone())
 }
 
@@ -114,7 +138,13 @@ pub fn passwd(
 ) -> Result<Id> {
     // Checked first: the new key must not be written when the old one cannot be removed.
     repo.require_full_key("replace the key in use in", "keys/")?;
-    let (id, _) = add(repo, new_password, memory_kib, iterations, false)?;
+    let (id, _) = write_key(repo, new_password, memory_kib, iterations, false)?;
     repo.backend().remove(repo.key_path())?;
+    let summary = audit::Summary {
+        keys_added: vec![id.to_hex()],
+        keys_removed: vec![repo.key_id().to_string()],
+        ..Default::default()
+    };
+    audit::record(repo, audit::Action::KeyPasswd, summary)?;
     Ok(id)
 }

@@ -163,8 +163,15 @@ pub fn init(location: &Location, password: &[u8], opts: &InitOptions) -> Result<
     let kb = kf.encode();
     // The key first: a crash after it but before config leaves a directory `init` can be rerun on
     // after removal, never a config nobody can open.
-    backend.write(&format!("keys/{}", Id::of_file_bytes(&kb)), &kb)?;
+    let key_id = Id::of_file_bytes(&kb).to_hex();
+    backend.write(&format!("keys/{key_id}"), &kb)?;
     backend.write("config", &config.encode(&key)?)?;
+    let summary = crate::audit::Summary {
+        keys_added: vec![key_id.clone()],
+        ..Default::default()
+    };
+    let rec = crate::audit::AuditRecord::new(crate::audit::Action::Init, &key_id, summary, None);
+    crate::audit::write(backend.as_ref(), &key, &rec)?;
     Ok(config.id)
 }
 
