@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use snap::error::{Error, StorageFailure};
 
-/// Exit codes: 0 ok, 1 fatal (and `check` found damage), 2 usage (from clap, or a missing or
-/// invalid retention policy), 3 snapshot written but incomplete, 10 no repository, 11 lock not
+/// Exit codes: 0 ok, 1 fatal (and `check` found damage), 2 usage (from clap, a malformed
+/// location or setting, or a missing or invalid retention policy), 3 snapshot written but incomplete, 10 no repository, 11 lock not
 /// taken, 12 wrong password, 13 lock lost (its refresh failed for too long; the operation
 /// stopped), 20 database unreachable, 21 database access denied, 22 database backup lock not
 /// granted in time, 14 the storage refused (access denied, missing bucket or file), 15 the
@@ -33,6 +33,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::AppendOnly { .. }) => 17,
         Some(Error::Interrupted) => 130,
         Some(Error::Policy(_)) => 2,
+        Some(Error::Usage(_)) => 2,
         _ => 1,
     }
 }

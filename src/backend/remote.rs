@@ -219,36 +219,40 @@ fn sftp(l: &SftpLocation, name: &str) -> Result<Operator> {
 /// (it was retried until the limit), the HTTP status where there was one, and the server's
 /// message — but not the request's headers or URI, which opendal's `Display` appends.
 fn storage_error(backend: &str, op: &'static str, path: &str, e: &opendal::Error) -> Error {
-    let failure = match e.kind() {
-        ErrorKind::NotFound => StorageFailure::NotFound,
-        ErrorKind::PermissionDenied => StorageFailure::Denied,
-        _ if e.is_temporary() => StorageFailure::Unavailable,
-        ErrorKind::RateLimited => StorageFailure::Unavailable,
-        _ => StorageFailure::Refused,
-    };
     let full = e.to_string();
-    let status = full
+    let status: Option<u16> = full
         .split("status: ")
         .nth(1)
         .and_then(|s| s.get(..3))
-        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()));
+        .and_then(|s| s.parse().ok());
+    // The class comes from the kind first; opendal marks whatever leaves its retry layer
+    // "persistent", so that flag alone does not say the failure was transient: a 4xx never is.
+    let failure = match e.kind() {
+        ErrorKind::NotFound => StorageFailure::NotFound,
+        ErrorKind::PermissionDenied => StorageFailure::Denied,
+        ErrorKind::RateLimited => StorageFailure::Unavailable,
+        ErrorKind::Unexpected
+            if status.is_none_or(|s| s >= 500) && (e.is_temporary() || e.is_persistent()) =>
+        {
+            StorageFailure::Unavailable
+        }
+        _ => StorageFailure::Refused,
+    };
     let mut detail = String::new();
     if let Some(s) = status {
         detail.push_str(&format!("HTTP {s}, "));
     }
-    let msg = e.message().trim();
     detail.push_str(match failure {
-        StorageFailure::NotFound => "no such file",
+        StorageFailure::NotFound => "not found",
         StorageFailure::Denied => "access denied (check the credentials and their permissions)",
         StorageFailure::Unavailable => "still failing after every retry (network or server)",
         StorageFailure::Refused => "refused",
     });
+    let msg = server_message(e.message());
     if !msg.is_empty() {
-        // S3 error bodies are short XML messages; cap anything longer.
-        let msg: String = msg.chars().take(300).collect();
         detail.push_str(&format!(": {msg}"));
     }
-    if failure == StorageFailure::Unavailable || failure == StorageFailure::Refused {
+    if failure == StorageFailure::Unavailable && status.is_none() {
         // The transport's own reason (connection refused, timed out) is in the source chain.
         if let Some(src) = std::error::Error::source(e) {
             let src: String = src.to_string().chars().take(200).collect();
@@ -258,9 +262,27 @@ fn storage_error(backend: &str, op: &'static str, path: &str, e: &opendal::Error
     Error::Storage {
         backend: backend.to_string(),
         op,
-        path: path.to_string(),
+        path: if path.is_empty() {
+            "/".into()
+        } else {
+            path.to_string()
+        },
         failure,
         detail,
+    }
+}
+
+/// The server's own words: an S3 error body is shown as `code: message` (not the debug dump of
+/// opendal's parsed struct with its request id); anything else is capped.
+fn server_message(m: &str) -> String {
+    let field = |name: &str| -> Option<&str> {
+        let start = m.find(&format!("{name}: \""))? + name.len() + 3;
+        let len = m[start..].find('"')?;
+        Some(&m[start..start + len])
+    };
+    match (field("code"), field("message")) {
+        (Some(code), Some(msg)) if m.starts_with("S3Error") => format!("{code}: {msg}"),
+        _ => m.trim().chars().take(300).collect(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! rule it follows: a pack is durable before the index names it, and every blob of a snapshot is
 //! durable before the snapshot file is written.
 
+mod filecache;
 pub mod keys;
 pub mod lock;
 
@@ -60,6 +61,8 @@ pub struct Repository {
     append_only: bool,
     /// This repository's directory in the local cache (`<cache>/<repo id>`).
     cache_dir: PathBuf,
+    /// Tree blobs and snapshot files kept locally for a remote repository.
+    files: filecache::FileCache,
     /// Things the user should know about opening (index rebuilt, damaged packs skipped).
     pub notes: Vec<String>,
 }
@@ -179,6 +182,9 @@ impl Repository {
     pub fn open(location: &Location, password: &[u8], cache_dir: &Path) -> Result<Repository> {
         let backend = crate::backend::open(location)?;
         if !backend.exists("config")? {
+            // A missing bucket or a refused listing says so, rather than "no repository" (an
+            // object store answers a HEAD of a missing bucket's object with a bare 404).
+            backend.list("")?;
             return Err(Error::NoRepository(location.to_string()));
         }
         let (key, key_path, append_only) = open_key(backend.as_ref(), password)?;
@@ -218,6 +224,7 @@ impl Repository {
                 index_dir.display()
             ));
         }
+        let backend_is_offsite = backend.is_offsite();
         let mut repo = Repository {
             backend,
             key,
@@ -226,6 +233,7 @@ impl Repository {
             _temp_index: temp,
             key_path,
             append_only,
+            files: filecache::FileCache::new(backend_is_offsite.then(|| repo_cache.clone())),
             cache_dir: repo_cache,
             notes,
         };
@@ -443,9 +451,27 @@ impl Repository {
     /// [`Repository::load_blob`] where the caller already looked the blob up.
     pub fn load_blob_at(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
         let path = pack_path(&loc.pack);
+        let tree = loc.btype == blob::BlobType::Tree;
+        if tree && let Some(sealed) = self.files.get(filecache::Kind::Tree, id) {
+            match blob::open_blob_owned(
+                &self.key,
+                loc.btype,
+                id,
+                loc.compression,
+                loc.raw_len as usize,
+                sealed,
+            ) {
+                Ok(b) => return Ok(b),
+                // Damaged in the cache: fetch it again (and the pack copy decides).
+                Err(_) => self.files.evict(filecache::Kind::Tree, id),
+            }
+        }
         let sealed = self
             .backend
             .read_range(&path, loc.offset as u64, loc.length as u64)?;
+        if tree {
+            self.files.put(filecache::Kind::Tree, id, &sealed);
+        }
         blob::open_blob_owned(
             &self.key,
             loc.btype,
@@ -465,6 +491,13 @@ impl Repository {
     /// Writes a finished pack durably, then records it in the index (the write order invariant).
     pub fn store_pack(&self, id: &Id, bytes: &[u8], entries: &[PackEntry]) -> Result<()> {
         self.backend.write(&pack_path(id), bytes)?;
+        // The trees a backup just wrote are the ones the next one compares against.
+        for e in entries.iter().filter(|e| e.btype == blob::BlobType::Tree) {
+            let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
+            if let Some(sealed) = bytes.get(start..end) {
+                self.files.put(filecache::Kind::Tree, &e.id, sealed);
+            }
+        }
         self.index.add_pack(id, bytes.len() as u64, entries)
     }
 
@@ -472,12 +505,22 @@ impl Repository {
         let bytes = snap.encode(&self.key)?;
         let id = Id::of_file_bytes(&bytes);
         self.backend.write(&format!("snapshots/{id}"), &bytes)?;
+        self.files.put(filecache::Kind::Snapshot, &id, &bytes);
         Ok(id)
     }
 
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let path = format!("snapshots/{id}");
-        let bytes = self.backend.read(&path)?;
+        let bytes = match self.files.get(filecache::Kind::Snapshot, id) {
+            Some(b) if Id::of_file_bytes(&b) == *id => b,
+            _ => {
+                let b = self.backend.read(&path)?;
+                if Id::of_file_bytes(&b) == *id {
+                    self.files.put(filecache::Kind::Snapshot, id, &b);
+                }
+                b
+            }
+        };
         if Id::of_file_bytes(&bytes) != *id {
             return Err(Error::corrupt(&path, "content does not match its name"));
         }
@@ -496,7 +539,14 @@ impl Repository {
     /// Every snapshot, oldest first. Unreadable snapshot files are reported in `notes` and skipped.
     pub fn snapshots(&mut self) -> Result<Vec<(Id, Snapshot)>> {
         let mut out = Vec::new();
-        for (path, _) in self.backend.list("snapshots")? {
+        let listed = self.backend.list("snapshots")?;
+        self.files.retain_snapshots(
+            &listed
+                .iter()
+                .filter_map(|(p, _)| p.rsplit('/').next().and_then(Id::from_hex))
+                .collect(),
+        );
+        for (path, _) in listed {
             let Some(id) = path.rsplit('/').next().and_then(Id::from_hex) else {
                 continue;
             };
