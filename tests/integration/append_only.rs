@@ -222,3 +222,147 @@ fn append_only_session_backend_refuses_overwrite_and_remove() {
     }
     assert!(walk_files(&env.repo.join("locks")).is_empty());
 }
+
+/// A private sshd whose SFTP subsystem refuses deletes as README's setup does; killed on drop.
+struct DenyingSshd {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for DenyingSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn denying_sshd(dir: &std::path::Path) -> Option<DenyingSshd> {
+    use std::process::Command;
+    let sshd = std::path::Path::new("/usr/sbin/sshd");
+    if !sshd.exists() || !is_root() {
+        return None;
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    for k in ["host", "user"] {
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(dir.join(k))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "ssh-keygen");
+    }
+    std::fs::copy(dir.join("user.pub"), dir.join("authorized_keys")).unwrap();
+    let port = 2397;
+    let cfg = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nPidFile {d}/sshd.pid\n\
+         AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+         PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n\
+         Subsystem sftp internal-sftp -u 0077 -P remove,rmdir,posix-rename,setstat,fsetstat,lsetstat\n\
+         LogLevel ERROR\n",
+        d = dir.display()
+    );
+    std::fs::write(dir.join("sshd_config"), cfg).unwrap();
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let child = Command::new(sshd)
+        .arg("-D")
+        .arg("-f")
+        .arg(dir.join("sshd_config"))
+        .arg("-E")
+        .arg(dir.join("sshd.log"))
+        .spawn()
+        .unwrap();
+    let server = DenyingSshd {
+        child,
+        port,
+        dir: dir.to_path_buf(),
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(server);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!(
+        "sshd did not start: {}",
+        std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+    );
+}
+
+/// README's SFTP pairing, end to end: over an account whose server refuses `remove`, `rmdir`,
+/// `posix-rename` and the setstat family, an append-only session backs up (snap's write is a
+/// temporary file renamed into place with the plain rename), its own lock stays behind (the
+/// server refuses its removal; stale once the process is gone, and it does not block the next
+/// backup), forget is refused by snap (17), and even a full key cannot delete through that
+/// account: the storage refuses (14).
+#[test]
+fn append_only_over_sftp_that_refuses_deletes() {
+    let local = Env::new(&[]);
+    let Some(sshd) = denying_sshd(&local.path("sshd")) else {
+        eprintln!("skipped: needs root and /usr/sbin/sshd");
+        return;
+    };
+    add_append_only(&local, PASSWORD, AO_PASSWORD, true);
+    let user = String::from_utf8_lossy(
+        &std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let mut remote = Env::uninit();
+    remote.repo = std::path::PathBuf::from(format!(
+        "sftp://{user}@127.0.0.1:{}{}",
+        sshd.port,
+        local.repo.display()
+    ));
+    remote.vars = vec![
+        (
+            "SNAP_SFTP_KEY".into(),
+            sshd.dir.join("user").display().to_string(),
+        ),
+        ("SNAP_SFTP_KNOWN_HOSTS".into(), "accept".into()),
+    ];
+    let src = local.path("src");
+    make_files(&src, 0..3, 100 * 1024);
+    for round in 0..2 {
+        let o = remote
+            .cmd(&["-q", "backup", src.to_str().unwrap()])
+            .env("SNAP_PASSWORD", AO_PASSWORD)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "backup {round} over SFTP: {}",
+            stderr(&o)
+        );
+    }
+    let snaps = local.snapshot_ids();
+    assert_eq!(snaps.len(), 2);
+    assert!(!walk_files(&local.repo.join("locks")).is_empty());
+    let before = files(&local);
+    let o = remote
+        .cmd(&["forget", &snaps[0]])
+        .env("SNAP_PASSWORD", AO_PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 17, "{}", stderr(&o));
+    // The stale locks are ours (dead pids on this host): a full key's unlock meets the server's
+    // refusal, and so does its forget.
+    let o = remote.run(&["unlock"]);
+    assert_eq!(
+        code(&o),
+        14,
+        "unlock with a full key over SFTP: {}",
+        stderr(&o)
+    );
+    assert_eq!(before, files(&local), "something was deleted over SFTP");
+    // Locally (the storage's own administrator) the stale locks go and forget works.
+    local.ok(&["unlock"]);
+    local.ok(&["forget", &snaps[0]]);
+    local.assert_restores(&snaps[1], &src);
+}
