@@ -19,6 +19,11 @@
 //! gone, however old; a lock of another host when it has not been refreshed for the stale age.
 //! `snap unlock` removes only stale and unreadable locks; `--remove-all` also removes other
 //! hosts' locks that missed two refreshes, and never a lock whose process runs here.
+//!
+//! In a session opened with an append-only key, taking the lock of an operation that deletes
+//! ([`Operation::deletes`]) fails at once with `Error::AppendOnly`: before a lock file is written
+//! or any wait, so the refusal is immediate and leaves nothing behind. The session's own lock
+//! files are the only ones its backend lets it remove (`backend::append_only`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
