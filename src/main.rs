@@ -12,7 +12,10 @@ use snap::error::Error;
 /// taken, 12 wrong password, 13 lock lost (its refresh failed for too long; the operation
 /// stopped), 20 database unreachable, 21 database access denied, 22 database backup lock not
 /// granted in time, 23 skipped: a database backup of the same server is already running,
-/// 24 database verification failed, 130 interrupted.
+/// 24 database verification failed, 25 point-in-time target not recoverable (past the archive's
+/// end, in a gap, or before every full), 26 the binary-log archive has a gap (what could be
+/// archived was), 27 a MariaDB tool (`mariadb-binlog`, `mariadb`) failed or binlog is off,
+/// 130 interrupted.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>().map(Error::root) {
         Some(Error::NoRepository(_)) => 10,
@@ -24,6 +27,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::MysqlLockTimeout { .. }) => 22,
         Some(Error::BackupRunning(_)) => 23,
         Some(Error::MysqlVerify { .. }) => 24,
+        Some(Error::NotRecoverable { .. }) => 25,
+        Some(Error::ArchiveGap { .. }) => 26,
+        Some(Error::BinlogTool { .. } | Error::BinlogOff(_)) => 27,
         Some(Error::Interrupted) => 130,
         Some(Error::Policy(_)) => 2,
         _ => 1,

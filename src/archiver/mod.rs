@@ -6,10 +6,12 @@
 //! content list (after checking that its blobs are still indexed) without being opened. Memory is
 //! bounded by the depth of the tree times the width of a directory, never by the number of files.
 
+mod binlog;
 mod db;
 mod saver;
 mod walker;
 
+pub use binlog::{StreamSnapshot, save_streams};
 pub use db::{MYSQL_DIR, MysqlSource};
 
 use std::collections::BTreeMap;
@@ -227,6 +229,7 @@ pub fn backup(
         summary,
         program: format!("snap {}", env!("CARGO_PKG_VERSION")),
         mysql,
+        binlog: None,
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot })

@@ -257,7 +257,9 @@ fn golden_snapshot() -> Snapshot {
             databases: 2,
             tables: 30,
             rows: 1_000_000,
+            kind: BackupKind::Full,
         }),
+        binlog: None,
     }
 }
 
