@@ -358,25 +358,23 @@ pub fn archive(
         run.state = durable_state.clone();
         let mut last_flush = Instant::now();
         loop {
-            let mut got = false;
+            // whether the tool had ended before this round's reads: then a round that reads
+            // to the end of its output has seen everything it wrote
+            let exited = copy.exited()?;
+            let (mut got, mut full) = (false, false);
             while let Some(c) = copy.poll(POLL_BYTES)? {
                 got = true;
                 run.take(c);
                 if run.pending_bytes() >= POLL_BYTES * FLUSH_BYTES_FACTOR {
+                    full = true;
                     break;
                 }
             }
-            let exited = copy.exited()?;
+            let drained = exited.filter(|_| !full);
             let stop = interrupt.load(Ordering::Relaxed);
-            let due = last_flush.elapsed() >= opts.flush_every
-                || run.pending_bytes() >= POLL_BYTES * FLUSH_BYTES_FACTOR;
-            if (opts.follow && due) || stop || exited.is_some() {
-                if exited.is_some() {
-                    // the tool ended: read what it wrote last before deciding
-                    while let Some(c) = copy.poll(POLL_BYTES)? {
-                        run.take(c);
-                    }
-                }
+            // by time only when following; by size always, so memory stays bounded
+            let due = (opts.follow && last_flush.elapsed() >= opts.flush_every) || full;
+            if due || stop || drained.is_some() {
                 run.flush(&mut durable_state)?;
                 durable_at = run.at.clone();
                 last_flush = Instant::now();
@@ -385,7 +383,7 @@ pub fn archive(
                 copy.stop();
                 break 'connect;
             }
-            if let Some(st) = exited {
+            if let Some(st) = drained {
                 if !opts.follow {
                     if !st.success() {
                         return Err(copy.failure(st));

@@ -37,16 +37,66 @@ pub struct ReplayStats {
 /// directory for the client's defaults file.
 pub fn replay(target: &MysqlTarget, range: &Range, work: &std::path::Path) -> Result<ReplayStats> {
     let cnf = tools::write_defaults(work, target)?;
+    let raised = raise_packet_limit(target)?;
+    let out = run(&cnf, range, work);
+    if let Some(old) = raised {
+        // put the server's setting back whatever happened
+        let back = target.connect().and_then(|mut c| {
+            crate::mysql::conn::exec(&mut c, &format!("SET GLOBAL max_allowed_packet = {old}"))
+        });
+        if let (Ok(_), Err(e)) = (&out, back) {
+            return Err(e);
+        }
+    }
+    out
+}
+
+/// The decoder writes all row events of one statement as one `BINLOG '…'` statement, which
+/// for a large UPDATE is far bigger than the statement the application sent (35 MB measured
+/// for a 100 000-row UPDATE) and than the server's default `max_allowed_packet` (16 MiB): the
+/// server then drops the connection. The limit is raised to its maximum (1 GiB, also the
+/// largest event) for the replay's connection and the old value returned for restoring.
+fn raise_packet_limit(target: &MysqlTarget) -> Result<Option<u64>> {
+    use mysql::prelude::Queryable;
+    let mut c = target.connect()?;
+    let cur: Option<u64> = c
+        .query_first("SELECT @@global.max_allowed_packet")
+        .map_err(|e| Error::mysql("reading max_allowed_packet", e))?;
+    match cur {
+        Some(v) if v < MAX_PACKET => {
+            crate::mysql::conn::exec(
+                &mut c,
+                &format!("SET GLOBAL max_allowed_packet = {MAX_PACKET}"),
+            )?;
+            Ok(Some(v))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The largest `max_allowed_packet` MariaDB and MySQL accept.
+const MAX_PACKET: u64 = 1 << 30;
+
+fn run(cnf: &std::path::Path, range: &Range, work: &std::path::Path) -> Result<ReplayStats> {
     let mut dec = tools::command(tools::binlog_tool(), None);
     dec.arg(format!("--start-position={}", range.start.max(4)));
     if let Some(stop) = range.stop {
         dec.arg(format!("--stop-position={stop}"));
     }
     // positions, not GTIDs, name the range: no GTID strictness checks by the decoder
+    // what the tools say goes to files, not pipes: a pipe nobody drains while we feed the
+    // client would stop both once it is full
+    let err_file = |name: &str| -> Result<(std::fs::File, PathBuf)> {
+        let p = work.join(name);
+        let f = std::fs::File::create(&p).map_err(|e| Error::io("creating", &p, e))?;
+        Ok((f, p))
+    };
+    let (dec_err, dec_err_path) = err_file("decoder.err")?;
+    let (cl_err, cl_err_path) = err_file("client.err")?;
     dec.args(&range.files)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::from(dec_err));
     let mut decoder = dec.spawn().map_err(|e| Error::BinlogTool {
         what: format!("starting {}", tools::binlog_tool()),
         status: "not started".into(),
@@ -59,12 +109,13 @@ pub fn replay(target: &MysqlTarget, range: &Range, work: &std::path::Path) -> Re
             stderr: String::new(),
         });
     };
-    let mut cl = tools::command(tools::client_tool(), Some(&cnf));
+    let mut cl = tools::command(tools::client_tool(), Some(cnf));
     // --binary-mode: row images and statements may hold any bytes; stop at the first error
     cl.arg("--binary-mode")
+        .arg(format!("--max-allowed-packet={MAX_PACKET}"))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::from(cl_err));
     let mut client = cl.spawn().map_err(|e| Error::BinlogTool {
         what: format!("starting {}", tools::client_tool()),
         status: "not started".into(),
@@ -95,25 +146,26 @@ pub fn replay(target: &MysqlTarget, range: &Range, work: &std::path::Path) -> Re
     }
     drop(stdin);
     drop(sql);
-    let dec_out = decoder
-        .wait_with_output()
+    let dec_status = decoder
+        .wait()
         .map_err(|e| Error::io("waiting for", tools::binlog_tool(), e))?;
-    let cl_out = client
-        .wait_with_output()
+    let cl_status = client
+        .wait()
         .map_err(|e| Error::io("waiting for", tools::client_tool(), e))?;
+    let said = |p: &PathBuf| std::fs::read(p).unwrap_or_default();
     // the client's error is the cause when both fail (the decoder then only saw a closed pipe)
-    if !cl_out.status.success() {
+    if !cl_status.success() {
         return Err(tools::failed(
             "applying binary-log events",
-            cl_out.status,
-            &cl_out.stderr,
+            cl_status,
+            &said(&cl_err_path),
         ));
     }
-    if !dec_out.status.success() {
+    if !dec_status.success() {
         return Err(tools::failed(
             "decoding binary logs",
-            dec_out.status,
-            &dec_out.stderr,
+            dec_status,
+            &said(&dec_err_path),
         ));
     }
     if let Some(e) = write_err {

@@ -111,14 +111,18 @@ pub fn command(program: &str, defaults: Option<&Path>) -> Command {
 /// A child tool that failed: its name, how it ended and the end of what it said.
 pub fn failed(what: &str, status: std::process::ExitStatus, stderr: &[u8]) -> Error {
     let text = String::from_utf8_lossy(stderr);
-    let tail: String = {
-        let t = text.trim();
-        let start = t.len().saturating_sub(600);
-        let mut s = start;
+    let t = text.trim();
+    // the client echoes a failing statement (megabytes of base64 for a row event) before its
+    // `ERROR ...` line: the error lines are what to show
+    let errors: Vec<&str> = t.lines().filter(|l| l.starts_with("ERROR")).collect();
+    let tail = if errors.is_empty() {
+        let mut s = t.len().saturating_sub(600);
         while !t.is_char_boundary(s) {
             s += 1;
         }
         t[s..].to_string()
+    } else {
+        errors.join("; ")
     };
     Error::BinlogTool {
         what: what.to_string(),
