@@ -166,6 +166,17 @@ pub struct MysqlSummary {
     /// hold full dumps.
     #[serde(default, skip_serializing_if = "BackupKind::is_full")]
     pub kind: BackupKind,
+    /// Incremental/differential: the full dump this range continues (restore = that full +
+    /// replay to `binlog_file:binlog_position`, which are the range's end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Id>,
+    /// The database snapshot whose end this range starts at (the previous one for an
+    /// incremental, the full for a differential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Id>,
+    /// `file:pos` the range starts at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_start: Option<String>,
 }
 
 impl Snapshot {
@@ -215,7 +226,8 @@ impl SnapshotFilter {
             && (!s.tags.iter().any(|t| t == PRE_RESTORE_TAG)
                 || self.tags.iter().any(|t| t == PRE_RESTORE_TAG))
             // a piece of the binary-log archive is not a backup to restore as `latest`
-            && (s.binlog.is_none() || self.tags.iter().any(|t| t == BINLOG_TAG))
+            && (!s.tags.iter().any(|t| t == BINLOG_TAG)
+                || self.tags.iter().any(|t| t == BINLOG_TAG))
     }
 
     /// `latest`, with the filters spelled out, for messages.

@@ -223,6 +223,9 @@ fn summary(target: &MysqlTarget, m: &DumpManifest) -> MysqlSummary {
             .map(|t| t.rows)
             .sum(),
         kind: crate::snapshot::BackupKind::Full,
+        base: None,
+        since: None,
+        binlog_start: None,
     }
 }
 

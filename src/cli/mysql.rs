@@ -88,7 +88,10 @@ pub fn run(ctx: &Ctx, m: Mysql) -> Result<u8> {
     };
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&mut repo, Operation::MysqlRestore)?;
-    let (id, _) = repo.find_snapshot(snapshot, &a.latest.database_filter())?;
+    let (id, snap) = repo.find_snapshot(snapshot, &a.latest.database_filter())?;
+    if let Some(m) = snap.mysql.as_ref().filter(|m| !m.kind.is_full()) {
+        return super::mysql_binlog::restore_range(ctx, &mut repo, m, opts);
+    }
     let out = database::restore(&mut repo, &id, &opts, &ctx.interrupt)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -299,7 +299,39 @@ pub fn restore_to(ctx: &Ctx, u: &UntilArgs, conn: &Conn, restore: DbRestoreOptio
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&mut repo, Operation::MysqlRestore)?;
     let source = pick_source(&mut repo, u.archive.as_deref(), conn)?;
-    let plan = binlog::plan(&mut repo, &source, &target, u.exclusive)?;
+    run_plan(ctx, &mut repo, u, &source, target, None, restore)
+}
+
+/// `mysql restore SNAPSHOT` of an incremental or differential database backup: its full, then
+/// the archived range to its end.
+pub fn restore_range(
+    ctx: &Ctx,
+    repo: &mut Repository,
+    m: &snap::snapshot::MysqlSummary,
+    restore: DbRestoreOptions,
+) -> Result<u8> {
+    let (Some(file), Some(pos), Some(base)) = (&m.binlog_file, m.binlog_position, m.base) else {
+        bail!("the snapshot's database part names no range end or full");
+    };
+    let target = Target::Position(file.clone(), pos);
+    // the range ends at `pos`, which is where the next transaction starts: stop before it
+    let until = UntilArgs {
+        exclusive: true,
+        ..UntilArgs::default()
+    };
+    run_plan(ctx, repo, &until, &m.source, target, Some(base), restore)
+}
+
+fn run_plan(
+    ctx: &Ctx,
+    repo: &mut Repository,
+    u: &UntilArgs,
+    source: &str,
+    target: Target,
+    force_full: Option<snap::id::Id>,
+    restore: DbRestoreOptions,
+) -> Result<u8> {
+    let plan = binlog::plan(repo, source, &target, u.exclusive, force_full)?;
     let print_plan = |p: &binlog::PitrPlan| {
         println!(
             "plan: full {} ({}), then replay {} .. {} ({} file(s), {} events, {} transactions); \
@@ -332,7 +364,7 @@ pub fn restore_to(ctx: &Ctx, u: &UntilArgs, conn: &Conn, restore: DbRestoreOptio
         restore,
         work_dir: repo.cache_dir().join("work"),
     };
-    let out = binlog::restore_to(&mut repo, plan, &source, &opts, &ctx.interrupt)?;
+    let out = binlog::restore_to(repo, plan, source, &opts, &ctx.interrupt)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else if !ctx.quiet {

@@ -215,6 +215,7 @@ pub fn restore(
                 },
             }),
             time: None,
+            mysql_prebuilt: None,
         };
         let out = archiver::backup(repo, &backup, &BackupProgress::default(), interrupt)
             .map_err(|e| e.context("taking the pre-restore snapshot (nothing was changed)"))?;

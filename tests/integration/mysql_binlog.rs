@@ -474,3 +474,136 @@ fn purged_logs_are_a_reported_gap_and_restores_across_it_are_refused() {
     );
     assert_eq!(max_id(s, "gap"), Some(5));
 }
+
+const INCR: u16 = 3424;
+
+fn snapshot_json(env: &Env, id: &str) -> serde_json::Value {
+    let all = snap_json(env, &["snapshots"]);
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no snapshot {id}"))["snapshot"]
+        .clone()
+}
+
+#[test]
+fn incremental_and_differential_database_backups_restore_like_the_full_plus_replay() {
+    let s = server(INCR);
+    s.reset_binlog();
+    s.exec("DROP DATABASE IF EXISTS inc");
+    s.exec("CREATE DATABASE inc");
+    s.exec("CREATE TABLE inc.r (id BIGINT PRIMARY KEY, v VARCHAR(20))");
+    let env = env_for(s);
+    let url = s.url_nopass();
+    let backup = |extra: &[&str]| -> String {
+        let mut a = vec![
+            "--json",
+            "backup",
+            "--mysql",
+            &url,
+            "--mysql-database",
+            "inc",
+        ];
+        a.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_str(&snap_ok(&env, &a)).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    };
+    let f1 = backup(&[]);
+    // a second plain database backup is a full dump, and says so (its files part has a parent)
+    let f2 = backup(&[]);
+    let s2 = snapshot_json(&env, &f2);
+    assert_eq!(s2["kind"], "incremental", "files part: {s2}");
+    assert!(s2["mysql"]["kind"].is_null(), "database part is full: {s2}");
+    let listing = snap_ok(&env, &["snapshots"]);
+    assert!(listing.contains("db full"), "{listing}");
+    assert_ne!(f1, f2);
+    for i in 1..=3 {
+        s.exec(&format!("INSERT INTO inc.r VALUES ({i}, 'a')"));
+    }
+    let i1 = backup(&["--incremental"]);
+    s.exec("UPDATE inc.r SET v = 'b' WHERE id = 2");
+    s.exec("FLUSH BINARY LOGS");
+    for i in 4..=5 {
+        s.exec(&format!("INSERT INTO inc.r VALUES ({i}, 'a')"));
+    }
+    let i2 = backup(&["--incremental"]);
+    s.exec("INSERT INTO inc.r VALUES (6, 'a')");
+    let d = backup(&["--differential"]);
+    let (j1, j2, jd) = (
+        snapshot_json(&env, &i1),
+        snapshot_json(&env, &i2),
+        snapshot_json(&env, &d),
+    );
+    assert_eq!(j1["mysql"]["kind"], "incremental", "{j1}");
+    assert_eq!(j1["mysql"]["base"], j1["mysql"]["since"], "{j1}");
+    assert_eq!(j2["mysql"]["kind"], "incremental", "{j2}");
+    assert_eq!(j2["mysql"]["base"], j1["mysql"]["base"], "{j2}");
+    assert_eq!(
+        j2["mysql"]["binlog_start"].as_str().unwrap(),
+        format!(
+            "{}:{}",
+            j1["mysql"]["binlog_file"].as_str().unwrap(),
+            j1["mysql"]["binlog_position"]
+        ),
+        "an incremental starts where the previous one ended"
+    );
+    assert_eq!(jd["mysql"]["kind"], "differential", "{jd}");
+    assert_eq!(jd["mysql"]["since"], jd["mysql"]["base"], "{jd}");
+    assert_eq!(
+        jd["mysql"]["binlog_start"], j1["mysql"]["binlog_start"],
+        "{jd}"
+    );
+    let listing = snap_ok(&env, &["snapshots"]);
+    assert!(listing.contains("db incremental"), "{listing}");
+    assert!(listing.contains("db differential"), "{listing}");
+    // the archive snapshots the ranges came from are forgotten: the increments hold the bytes
+    let archive: Vec<String> = snap_json(&env, &["snapshots", "--tag", "binlog"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!archive.is_empty());
+    let mut a = vec!["forget"];
+    a.extend(archive.iter().map(String::as_str));
+    snap_ok(&env, &a);
+    let rows = |s: &Server| -> Vec<(u64, String)> {
+        s.conn()
+            .query("SELECT id, v FROM inc.r ORDER BY id")
+            .unwrap()
+    };
+    snap_ok(&env, &["mysql", "restore", &i1, "--mysql-url", &url]);
+    assert_eq!(
+        rows(s),
+        vec![(1, "a".into()), (2, "a".into()), (3, "a".into())]
+    );
+    snap_ok(&env, &["mysql", "restore", &i2, "--mysql-url", &url]);
+    let after_i2 = rows(s);
+    assert_eq!(after_i2.len(), 5);
+    assert_eq!(after_i2[1], (2, "b".into()));
+    snap_ok(&env, &["mysql", "restore", &d, "--mysql-url", &url]);
+    let after_d = rows(s);
+    assert_eq!(after_d.len(), 6);
+    // the same point reached by replaying from the full
+    let end = format!(
+        "{}:{}",
+        jd["mysql"]["binlog_file"].as_str().unwrap(),
+        jd["mysql"]["binlog_position"]
+    );
+    s.exec("DELETE FROM inc.r");
+    snap_ok(
+        &env,
+        &[
+            "mysql",
+            "restore",
+            "--mysql-url",
+            &url,
+            "--until-position",
+            &end,
+        ],
+    );
+    assert_eq!(rows(s), after_d);
+    let (code_, report, err) = env.check(&["--read-data"]);
+    assert_eq!(code_, 0, "{report} {err}");
+}

@@ -14,11 +14,13 @@
 //!
 //! - [`chain`]: every archived range of one server in order; where the archive ends; gaps.
 //! - [`archive`]: copying new bytes from the server (one-shot or following).
+//! - [`incremental`]: `backup --mysql --incremental/--differential` as binlog ranges.
 //! - [`timeline`]: fulls, ranges, gaps and the recovery point.
 //! - [`pitr`]: planning and running a restore to a time, position or GTID.
 
 pub mod archive;
 pub mod chain;
+pub mod incremental;
 pub mod pitr;
 pub mod timeline;
 

@@ -213,18 +213,20 @@ fn resolve(
     }
 }
 
-/// Plans a restore to `opts.target` from the archive of `source`.
+/// Plans a restore to `target` from the archive of `source`; `force_full` names the full to
+/// start from (an incremental snapshot's base) instead of the newest one before the target.
 pub fn plan(
     repo: &mut Repository,
     source: &str,
     target: &Target,
     exclusive: bool,
+    force_full: Option<Id>,
 ) -> Result<PitrPlan> {
     let all = repo.snapshots()?;
     let chain = Chain::from_snapshots(&all, source);
     let tl = timeline::timeline(&all, &chain);
     let (cut_file, cut) = resolve(&chain, repo, target, exclusive, &tl)?;
-    let full = newest_full(&all, &chain, &cut_file, cut, target).ok_or_else(|| {
+    let full = newest_full(&all, &chain, &cut_file, cut, target, force_full).ok_or_else(|| {
         refuse(
             target,
             "no full backup with binlog coordinates lies in the archive before it",
@@ -288,16 +290,21 @@ fn newest_full(
     cut_file: &str,
     cut: u64,
     target: &Target,
+    force_full: Option<Id>,
 ) -> Option<(Id, Snapshot, String, u64)> {
-    timeline::fulls(all).into_iter().rev().find(|(_, s, f, p)| {
-        chain.ranges(f).is_some()
-            && *p <= chain.end_of(f)
-            && pos_key(f, *p) <= pos_key(cut_file, cut)
-            && match target {
-                Target::Time(t) => s.time_parsed().is_none_or(|st| st.timestamp() <= *t),
-                _ => true,
-            }
-    })
+    timeline::fulls(all)
+        .into_iter()
+        .rev()
+        .find(|(id, s, f, p)| {
+            force_full.is_none_or(|want| want == *id)
+                && chain.ranges(f).is_some()
+                && *p <= chain.end_of(f)
+                && pos_key(f, *p) <= pos_key(cut_file, cut)
+                && match target {
+                    Target::Time(t) => s.time_parsed().is_none_or(|st| st.timestamp() <= *t),
+                    _ => true,
+                }
+        })
 }
 
 /// Restores to the planned point (see the module doc).
