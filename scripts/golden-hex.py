@@ -124,6 +124,16 @@ snap = {'time': '2026-11-25T10:00:00.123456789+01:00', 'time_end': '2026-11-25T1
                   'duration_ms': 90000, 'bytes': 300000000, 'databases': 2, 'tables': 30, 'rows': 1000000}}
 txt, snap_plain = render(snap)
 out['snapshot-plain'] = block('snapshot-plain', txt.split('\n'))
+# binlog archive record (§21)
+rec = {'source': 'mysql://backup@db1:3306', 'server_id': 1, 'server_uuid': None,
+       'segments': [{'file': 'binlog.000007', 'start': 0, 'end': 1234, 'path': 'binlog/binlog.000007/0',
+                     'first_time': 1796130660, 'last_time': 1796130679, 'gtid_first': '0-1-11',
+                     'gtid_last': '0-1-14', 'gtid_state': '0-1-14', 'gtid_list': '0-1-10', 'events': 21,
+                     'transactions': 4, 'ended': True, 'next': 'binlog.000008'}],
+       'gaps': [{'kind': 'purged', 'after': 'binlog.000005:8810', 'before': 'binlog.000007:4',
+                 'detail': 'binlog.000006 was purged before it was archived', 'detected': '2026-11-25T10:00:00Z'}]}
+txt, _ = render(rec)
+out['binlog-record'] = block('binlog-record', txt.split('\n'))
 # lock
 lock = {'host': 'web1', 'pid': 4242, 'user': 'root', 'time': '2026-11-25T09:00:00+00:00', 'exclusive': False}
 txt, lock_plain = render(lock)
@@ -238,7 +248,8 @@ places = [
  (['empty-tree', 'tree-one-node'], 'Root tree of a snapshot: an absolute source path'),
  (['snapshot-plain'], '## 10. Locks'),
  (['lock-plain', 'lock-file'], '## 11. Write order and crash safety'),
- (['audit-plain', 'audit-file'], '## 19. Append-only sessions'),
+ (['audit-plain', 'audit-file'], '## 20. Append-only sessions'),
+ (['binlog-record'], 'Reading (`database::binlog::Chain`)'),
 ]
 for names, anchor in places:
     if all(has(n) for n in names):

@@ -107,6 +107,31 @@ pub enum Error {
     /// skipped, not queued.
     #[error("a database backup of {0} is already running; skipped this one")]
     BackupRunning(String),
+    /// A MariaDB client tool snap runs (`mariadb-binlog`, `mariadb`) failed.
+    #[error("{what}: the tool ended with {status}: {stderr}")]
+    BinlogTool {
+        what: String,
+        status: String,
+        stderr: String,
+    },
+    /// Binary-log bytes (from the server or the archive) are not what the format says.
+    #[error("binary log: {0}")]
+    BinlogFormat(String),
+    /// The server writes no binary log, so there is nothing to archive or replay.
+    #[error("the server {0} has binary logging off (start it with --log-bin)")]
+    BinlogOff(String),
+    /// A point-in-time target the archive cannot reach: past its end, in a gap, or before the
+    /// oldest full backup.
+    #[error("cannot restore to {target}: {why}; the newest recoverable moment is {recoverable}")]
+    NotRecoverable {
+        target: String,
+        why: String,
+        recoverable: String,
+    },
+    /// The archive has a hole (a log purged before it was archived, another server, a GTID
+    /// sequence that skips): recorded and reported; what was archived is stored.
+    #[error("the binary-log archive has {count} gap(s): {first}")]
+    ArchiveGap { count: usize, first: String },
     /// A dump stream is malformed or does not match its manifest.
     #[error("MySQL dump stream {path}: {what}")]
     DumpStream { path: String, what: String },

@@ -15,7 +15,10 @@ use snap::error::{Error, StorageFailure};
 /// storage stayed unreachable after every retry, 16 snapshot written but missing from a `backup
 /// --copy-to` repository (`cli::backup::COPY_FAILED`; retry with `snap copy`), 17 refused: the
 /// repository was opened with an append-only key and the command would delete or overwrite, 23 skipped: a database backup of the same server is already running,
-/// 24 database verification failed, 130 interrupted.
+/// 24 database verification failed, 25 point-in-time target not recoverable (past the archive's
+/// end, in a gap, or before every full), 26 the binary-log archive has a gap (what could be
+/// archived was), 27 a MariaDB tool (`mariadb-binlog`, `mariadb`) failed or binlog is off,
+/// 130 interrupted.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>().map(Error::root) {
         Some(Error::NoRepository(_)) => 10,
@@ -32,6 +35,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             _ => 14,
         },
         Some(Error::AppendOnly { .. }) => 17,
+        Some(Error::NotRecoverable { .. }) => 25,
+        Some(Error::ArchiveGap { .. }) => 26,
+        Some(Error::BinlogTool { .. } | Error::BinlogOff(_)) => 27,
         Some(Error::Interrupted) => 130,
         Some(Error::Policy(_)) => 2,
         Some(Error::Usage(_)) => 2,

@@ -13,15 +13,20 @@ use crate::crypto::{CryptoError, MasterKey};
 use crate::envelope::{self, EnvelopeError, Kind};
 use crate::id::Id;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackupKind {
+    #[default]
     Full,
     Incremental,
     Differential,
 }
 
 impl BackupKind {
+    pub fn is_full(&self) -> bool {
+        *self == BackupKind::Full
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             BackupKind::Full => "full",
@@ -81,6 +86,65 @@ pub struct Snapshot {
     /// snapshots written by a backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original: Option<Id>,
+    /// Present when the snapshot holds archived binary-log bytes (under `binlog/` in the tree):
+    /// a piece of the binary-log archive (see repo-format.md, "Binary-log archive").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog: Option<BinlogRecord>,
+}
+
+/// The tag every binary-log archive snapshot carries.
+pub const BINLOG_TAG: &str = "binlog";
+
+/// The index record of one archive run: which server, which byte ranges of which files it
+/// stored (in the snapshot's tree), and the gaps it found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BinlogRecord {
+    /// The server as snap reached it (no password): the archive's name.
+    pub source: String,
+    pub server_id: u32,
+    /// MySQL's `@@server_uuid`; MariaDB has none.
+    pub server_uuid: Option<String>,
+    pub segments: Vec<BinlogSegment>,
+    pub gaps: Vec<BinlogGap>,
+}
+
+/// Bytes `[start, end)` of one binlog file, stored byte for byte as the file node `path`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BinlogSegment {
+    pub file: String,
+    pub start: u64,
+    pub end: u64,
+    /// Path of the bytes inside the snapshot tree.
+    pub path: String,
+    /// Timestamps (seconds since the epoch) of the first and last event in the range.
+    pub first_time: Option<u32>,
+    pub last_time: Option<u32>,
+    /// First and last transaction committed in the range.
+    pub gtid_first: Option<String>,
+    pub gtid_last: Option<String>,
+    /// The binlog GTID state after the range (`0-1-5,1-2-9`).
+    pub gtid_state: String,
+    /// The file's GTID_LIST event (its state at the file's start), when the range holds it.
+    pub gtid_list: Option<String>,
+    pub events: u64,
+    pub transactions: u64,
+    /// The file ends within this range (a ROTATE or STOP event was stored).
+    pub ended: bool,
+    /// The next file, when a ROTATE named it.
+    pub next: Option<String>,
+}
+
+/// A hole in the archive: from `after` (the last archived `file:pos`, if any) to `before` (the
+/// first position archived after it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BinlogGap {
+    /// `purged`, `server-switch` or `gtid-hole`.
+    pub kind: String,
+    pub after: Option<String>,
+    pub before: String,
+    pub detail: String,
+    /// RFC 3339, when the archive run found it.
+    pub detected: String,
 }
 
 /// What a snapshot records about its database dump; the full manifest (per-table row counts,
@@ -103,6 +167,22 @@ pub struct MysqlSummary {
     pub databases: u64,
     pub tables: u64,
     pub rows: u64,
+    /// What the database part is, independently of the files part's kind: a `full` dump, or
+    /// (later) a range of binary logs. Absent in snapshots written before it existed: those all
+    /// hold full dumps.
+    #[serde(default, skip_serializing_if = "BackupKind::is_full")]
+    pub kind: BackupKind,
+    /// Incremental/differential: the full dump this range continues (restore = that full +
+    /// replay to `binlog_file:binlog_position`, which are the range's end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<Id>,
+    /// The database snapshot whose end this range starts at (the previous one for an
+    /// incremental, the full for a differential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Id>,
+    /// `file:pos` the range starts at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_start: Option<String>,
 }
 
 impl Snapshot {
@@ -156,6 +236,9 @@ impl SnapshotFilter {
         self.matches(s)
             && (!s.tags.iter().any(|t| t == PRE_RESTORE_TAG)
                 || self.tags.iter().any(|t| t == PRE_RESTORE_TAG))
+            // a piece of the binary-log archive is not a backup to restore as `latest`
+            && (!s.tags.iter().any(|t| t == BINLOG_TAG)
+                || self.tags.iter().any(|t| t == BINLOG_TAG))
     }
 
     /// `latest`, with the filters spelled out, for messages.

@@ -43,7 +43,7 @@ pub struct MysqlSource {
 }
 
 /// Streams finished so far: their path inside the dump and their complete file node.
-struct ArchiveSink<'a, 's> {
+pub(super) struct ArchiveSink<'a, 's> {
     saver: &'a Saver<'s>,
     params: ChunkerParams,
     progress: &'a BackupProgress,
@@ -58,6 +58,28 @@ struct ArchiveWriter<'w, 'a, 's> {
     content: Vec<Extent>,
     pendings: Vec<(usize, PendingId)>,
     size: u64,
+}
+
+impl<'a, 's> ArchiveSink<'a, 's> {
+    pub(super) fn new(
+        saver: &'a Saver<'s>,
+        params: ChunkerParams,
+        progress: &'a BackupProgress,
+        now_ns: i64,
+    ) -> Self {
+        ArchiveSink {
+            saver,
+            params,
+            progress,
+            now_ns,
+            done: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The finished streams, as (path, file node).
+    pub(super) fn into_streams(self) -> Vec<(String, Node)> {
+        self.done.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl StreamSink for ArchiveSink<'_, '_> {
@@ -200,6 +222,10 @@ fn summary(target: &MysqlTarget, m: &DumpManifest) -> MysqlSummary {
             .flat_map(|d| &d.tables)
             .map(|t| t.rows)
             .sum(),
+        kind: crate::snapshot::BackupKind::Full,
+        base: None,
+        since: None,
+        binlog_start: None,
     }
 }
 
@@ -210,7 +236,12 @@ enum Entry {
 
 /// Turns `/`-separated stream paths into nested directories, saves their trees bottom-up and
 /// returns the directory node named `name`.
-fn save_dir(saver: &Saver, name: &str, streams: Vec<(String, Node)>, now_ns: i64) -> Result<Node> {
+pub(super) fn save_dir(
+    saver: &Saver,
+    name: &str,
+    streams: Vec<(String, Node)>,
+    now_ns: i64,
+) -> Result<Node> {
     let mut root: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
     for (path, node) in streams {
         let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();

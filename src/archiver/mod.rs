@@ -6,10 +6,12 @@
 //! content list (after checking that its blobs are still indexed) without being opened. Memory is
 //! bounded by the depth of the tree times the width of a directory, never by the number of files.
 
+mod binlog;
 mod db;
 mod saver;
 mod walker;
 
+pub use binlog::{StreamSnapshot, save_streams};
 pub use db::{MYSQL_DIR, MysqlSource};
 
 use std::collections::BTreeMap;
@@ -37,6 +39,10 @@ pub struct BackupOptions {
     pub kind: BackupKind,
     /// A database to dump into `mysql/` beside the paths.
     pub mysql: Option<MysqlSource>,
+    /// Instead of a dump: a database part made elsewhere (the binary-log range of an
+    /// incremental or differential database backup), as stream nodes under `mysql/` whose
+    /// content is already stored, and what the snapshot records about it.
+    pub mysql_prebuilt: Option<Prebuilt>,
     /// The time to record instead of now (`snap backup --time`, for importing history and for
     /// testing retention); `time_end` is it plus the run's duration.
     pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
@@ -50,6 +56,15 @@ pub struct BackupProgress {
     pub bytes_seen: AtomicU64,
     pub errors: AtomicU64,
     pub current: Mutex<String>,
+}
+
+/// A database part whose blobs are already in the repository.
+#[derive(Debug, Clone)]
+pub struct Prebuilt {
+    /// `(path under mysql/, file node)`.
+    pub streams: Vec<(String, crate::tree::Node)>,
+    pub summary: crate::snapshot::MysqlSummary,
+    pub binlog: Option<crate::snapshot::BinlogRecord>,
 }
 
 pub struct BackupOutcome {
@@ -132,7 +147,7 @@ pub fn backup(
         .time
         .unwrap_or_else(|| chrono::Local::now().fixed_offset());
     let host = opts.host.clone().unwrap_or_else(crate::hostname);
-    if opts.paths.is_empty() && opts.mysql.is_none() {
+    if opts.paths.is_empty() && opts.mysql.is_none() && opts.mysql_prebuilt.is_none() {
         return Err(Error::Usage(
             "nothing to back up: give at least one path, or --mysql".into(),
         ));
@@ -164,9 +179,14 @@ pub fn backup(
     let (tree, summary, errors, mysql) = std::thread::scope(|scope| -> Result<_> {
         let saver = Saver::start(scope, repo_ref, &state);
         // The database first: its consistent snapshot is the moment the backup stands for.
-        let db = match &opts.mysql {
-            Some(src) => db::dump(&saver, db_params, src, progress).map(Some),
-            None => Ok(None),
+        let db = match (&opts.mysql_prebuilt, &opts.mysql) {
+            (Some(pre), _) => {
+                let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+                db::save_dir(&saver, MYSQL_DIR, pre.streams.clone(), now_ns)
+                    .map(|node| Some((node, pre.summary.clone())))
+            }
+            (None, Some(src)) => db::dump(&saver, db_params, src, progress).map(Some),
+            (None, None) => Ok(None),
         };
         let (tree, summary, errors) = match db {
             Ok(db) => {
@@ -229,6 +249,7 @@ pub fn backup(
         program: format!("snap {}", env!("CARGO_PKG_VERSION")),
         mysql,
         original: None,
+        binlog: opts.mysql_prebuilt.as_ref().and_then(|p| p.binlog.clone()),
     };
     let id = repo.save_snapshot(&snapshot)?;
     let summary = crate::audit::Summary {

@@ -13,6 +13,7 @@ mod key;
 mod latest;
 mod mysql;
 mod mysql_args;
+mod mysql_binlog;
 mod progress;
 mod prune;
 mod restore;

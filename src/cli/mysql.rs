@@ -1,4 +1,6 @@
-//! `snap mysql restore`: load a snapshot's database dump into a server, safely.
+//! `snap mysql restore`: load a snapshot's database dump into a server, safely; with `--until*`
+//! to a point in time (full + archived binary logs). `archive` and `timeline` are in
+//! [`super::mysql_binlog`].
 
 use anyhow::{Result, bail};
 use snap::database::{self, DbRestoreOptions};
@@ -13,13 +15,21 @@ use super::mysql_args::Conn;
 pub enum Mysql {
     /// Restore databases from a snapshot; what would be overwritten is first saved in a
     /// `pre-restore` snapshot, and put back if loading or verification fails
-    Restore(RestoreArgs),
+    Restore(Box<RestoreArgs>),
+    /// Copy the server's binary logs into the repository (byte for byte, deduplicated,
+    /// encrypted); with --follow stay connected as a replica
+    Archive(super::mysql_binlog::ArchiveArgs),
+    /// What can be recovered: full backups, archived binary-log ranges, gaps, recovery point
+    Timeline(super::mysql_binlog::TimelineArgs),
 }
 
 #[derive(clap::Args)]
 pub struct RestoreArgs {
-    /// Snapshot id prefix or `latest`
-    snapshot: String,
+    /// Snapshot id prefix or `latest` (not with --until*: the newest full before the target is
+    /// chosen)
+    snapshot: Option<String>,
+    #[command(flatten)]
+    pub pitr: super::mysql_binlog::UntilArgs,
     /// Only this database (repeatable; names as dumped)
     #[arg(long)]
     database: Vec<String>,
@@ -42,7 +52,11 @@ pub struct RestoreArgs {
 }
 
 pub fn run(ctx: &Ctx, m: Mysql) -> Result<u8> {
-    let Mysql::Restore(a) = m;
+    let a = match m {
+        Mysql::Restore(a) => *a,
+        Mysql::Archive(a) => return super::mysql_binlog::archive(ctx, a),
+        Mysql::Timeline(a) => return super::mysql_binlog::timeline(ctx, a),
+    };
     let mut renames = Vec::new();
     for r in &a.rename {
         match r.split_once(':') {
@@ -63,9 +77,21 @@ pub fn run(ctx: &Ctx, m: Mysql) -> Result<u8> {
         },
         host: None,
     };
+    if a.pitr.given() {
+        if a.snapshot.is_some() {
+            bail!("give a snapshot or --until*, not both (--until picks the full itself)");
+        }
+        return super::mysql_binlog::restore_to(ctx, &a.pitr, &a.conn, opts);
+    }
+    let Some(snapshot) = &a.snapshot else {
+        bail!("name a snapshot (or `latest`), or a point in time with --until*");
+    };
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&mut repo, Operation::MysqlRestore)?;
-    let (id, _) = repo.find_snapshot(&a.snapshot, &a.latest.database_filter())?;
+    let (id, snap) = repo.find_snapshot(snapshot, &a.latest.database_filter())?;
+    if let Some(m) = snap.mysql.as_ref().filter(|m| !m.kind.is_full()) {
+        return super::mysql_binlog::restore_range(ctx, &mut repo, m, opts);
+    }
     let out = database::restore(&mut repo, &id, &opts, &ctx.interrupt)?;
     // The pre-restore snapshot is recorded as a backup by the archiver; this says why it exists.
     let summary = snap::audit::Summary {

@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
             id.short(),
             time,
             s.host,
-            s.kind.as_str(),
+            kind(s),
             bytes(s.summary.bytes_total),
             s.tags.join(","),
             s.paths.join(" "),
@@ -58,4 +58,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         println!("{} snapshot(s)", list.len());
     }
     Ok(0)
+}
+
+/// The kind column: the files part's kind, the database part's, or both (each part has its own:
+/// a second `backup --mysql` dumps in full although its empty files part has a parent).
+fn kind(s: &snap::snapshot::Snapshot) -> String {
+    match (&s.mysql, s.paths.is_empty()) {
+        (Some(m), true) => format!("db {}", m.kind.as_str()),
+        (Some(m), false) => format!("{}+db {}", s.kind.as_str(), m.kind.as_str()),
+        (None, _) => s.kind.as_str().to_string(),
+    }
 }

@@ -238,6 +238,18 @@ pub fn copy_selected(
     stats.blobs_read = progress.blobs_read.load(Ordering::Relaxed);
     stats.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
     let copied = out.iter().filter(|c| !c.skipped).count();
+    if copied > 0 {
+        // Who added these snapshots, in the destination's own audit log.
+        let summary = crate::audit::Summary {
+            snapshots_added: out.iter().filter(|c| !c.skipped).map(|c| c.copy).collect(),
+            packs_added: stats.packs_written,
+            bytes_added: stats.bytes_added,
+            note: Some(format!("from {}", src.backend().location())),
+            ..Default::default()
+        };
+        crate::audit::record(dst, crate::audit::Action::Copy, summary)
+            .map_err(|e| e.context("the snapshots were copied, but the audit record was not"))?;
+    }
     Ok(CopyOutcome {
         mode,
         skipped: out.len() - copied,

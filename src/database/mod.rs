@@ -12,6 +12,7 @@
 //! snapshot back and reports the failure: the server ends either with the verified backup or with
 //! what it had before, never with something in between.
 
+pub mod binlog;
 pub mod drill;
 
 use std::collections::BTreeMap;
@@ -138,7 +139,7 @@ pub struct DbRestoreOutcome {
 }
 
 /// Target database names the restore writes (after renames).
-fn target_databases(m: &DumpManifest, opts: &RestoreOptions) -> Vec<String> {
+pub(crate) fn target_databases(m: &DumpManifest, opts: &RestoreOptions) -> Vec<String> {
     let rename = |db: &str| {
         opts.renames
             .iter()
@@ -214,6 +215,7 @@ pub fn restore(
                 },
             }),
             time: None,
+            mysql_prebuilt: None,
         };
         let out = archiver::backup(repo, &backup, &BackupProgress::default(), interrupt)
             .map_err(|e| e.context("taking the pre-restore snapshot (nothing was changed)"))?;
@@ -256,7 +258,7 @@ pub(crate) fn drop_databases<'a>(
 
 /// Puts back what the pre-restore snapshot holds (or drops what a restore into new names
 /// created) and returns the original failure with what was done about it.
-fn rollback(
+pub(crate) fn rollback(
     repo: &Repository,
     pre: Option<Id>,
     target: &MysqlTarget,

@@ -14,6 +14,7 @@
 //! - [`rows`]: the deterministic row encoding and its checksum, shared by dump and verification.
 //! - [`fingerprint`]: a server-side description of databases for tests to compare.
 
+pub mod binlog;
 pub mod conn;
 pub mod dump;
 pub mod fingerprint;

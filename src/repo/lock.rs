@@ -80,7 +80,7 @@ impl Operation {
             PruneDelete => Some(("delete packs from", "data/")),
             KeyRemove => Some(("remove a key from", "keys/")),
             KeyPasswd => Some(("replace the key in use in", "keys/")),
-            Backup | Restore | Browse | Check | Stats | Verify | MysqlRestore | KeyList
+            Backup | Restore | Browse | Check | Stats | Verify | MysqlRestore | Copy | KeyList
             | KeyAdd | RepairIndex | Prune => None,
         }
     }

@@ -139,7 +139,7 @@ proptest! {
             time: "2026-11-25T10:00:00.123456789+00:00".into(), time_end: "2026-11-25T10:00:01+00:00".into(),
             host, user: "root".into(), paths, tags, kind: BackupKind::Differential, parent, tree,
             incomplete: !errs.is_empty(), errors: errs.into_iter().map(|(path, message)| SourceError { path, message }).collect(),
-            summary: Summary { files_new: n, bytes_added: n / 3, ..Summary::default() }, program: "snap test".into(), mysql: if n % 2 == 0 { None } else { Some(snap::snapshot::MysqlSummary { source: "db:3306".into(), server: "MariaDB 10.11".into(), binlog_position: Some(n), lock_ms: 1.5, tables: n, ..Default::default() }) },
+            summary: Summary { files_new: n, bytes_added: n / 3, ..Summary::default() }, program: "snap test".into(), mysql: if n % 2 == 0 { None } else { Some(snap::snapshot::MysqlSummary { source: "db:3306".into(), server: "MariaDB 10.11".into(), binlog_position: Some(n), lock_ms: 1.5, tables: n, ..Default::default() }) }, binlog: None,
             original: parent.map(|p| Id([p.0[0] ^ 1; 32])),
         };
         let k = key();

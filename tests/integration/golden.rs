@@ -22,7 +22,10 @@ use snap::id::Id;
 use snap::keyfile::KeyFile;
 use snap::lockfile::LockInfo;
 use snap::pack::{self, PackEntry};
-use snap::snapshot::{BackupKind, MysqlSummary, Snapshot, SourceError, Summary};
+use snap::snapshot::{
+    BackupKind, BinlogGap, BinlogRecord, BinlogSegment, MysqlSummary, Snapshot, SourceError,
+    Summary,
+};
 use snap::tree::{Extent, Node, NodeKind, Tree, Xattr};
 
 const GOLDEN_PASSWORD: &[u8] = b"golden password";
@@ -257,8 +260,13 @@ fn golden_snapshot() -> Snapshot {
             databases: 2,
             tables: 30,
             rows: 1_000_000,
+            kind: BackupKind::Full,
+            base: None,
+            since: None,
+            binlog_start: None,
         }),
         original: None,
+        binlog: None,
     }
 }
 
@@ -313,6 +321,7 @@ fn golden_copied_snapshot_records_its_original() {
         program: "snap 0.1.0".into(),
         mysql: None,
         original: Some(Id([0x55; 32])),
+        binlog: None,
     };
     assert_eq!(s, want);
     assert_eq!(s.origin(Id([0x66; 32])), Id([0x55; 32]));
@@ -321,6 +330,43 @@ fn golden_copied_snapshot_records_its_original() {
     let backup = golden_snapshot();
     assert!(backup.original.is_none());
     assert!(!hex::encode(snap::cbor::to_vec(&backup)).contains(&hex::encode(b"original")));
+}
+
+#[test]
+fn golden_binlog_record() {
+    let g = Golden::load();
+    let plain = g.get("binlog-record");
+    let want = BinlogRecord {
+        source: "mysql://backup@db1:3306".into(),
+        server_id: 1,
+        server_uuid: None,
+        segments: vec![BinlogSegment {
+            file: "binlog.000007".into(),
+            start: 0,
+            end: 1234,
+            path: "binlog/binlog.000007/0".into(),
+            first_time: Some(1_796_130_660),
+            last_time: Some(1_796_130_679),
+            gtid_first: Some("0-1-11".into()),
+            gtid_last: Some("0-1-14".into()),
+            gtid_state: "0-1-14".into(),
+            gtid_list: Some("0-1-10".into()),
+            events: 21,
+            transactions: 4,
+            ended: true,
+            next: Some("binlog.000008".into()),
+        }],
+        gaps: vec![BinlogGap {
+            kind: "purged".into(),
+            after: Some("binlog.000005:8810".into()),
+            before: "binlog.000007:4".into(),
+            detail: "binlog.000006 was purged before it was archived".into(),
+            detected: "2026-11-25T10:00:00Z".into(),
+        }],
+    };
+    let r: BinlogRecord = snap::cbor::read(plain).unwrap();
+    assert_eq!(r, want);
+    assert_eq!(hex::encode(snap::cbor::to_vec(&r)), hex::encode(plain));
 }
 
 #[test]

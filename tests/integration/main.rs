@@ -23,6 +23,7 @@ mod keys;
 mod locks;
 mod modes;
 mod mysql;
+mod mysql_binlog;
 mod mysql_cli;
 mod mysql_common;
 mod mysql_hardening;

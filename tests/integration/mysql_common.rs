@@ -288,3 +288,42 @@ extern "C" fn stop_servers() {
         }
     });
 }
+
+/// Binary-log helpers for the archive and point-in-time tests.
+impl Server {
+    /// The URL without a password (the tests give it through `SNAP_MYSQL_PASSWORD`).
+    pub fn url_nopass(&self) -> String {
+        format!("mysql://snap@127.0.0.1:{}", self.port)
+    }
+
+    /// The archive name snap gives this server.
+    pub fn archive_source(&self) -> String {
+        self.url_nopass()
+    }
+
+    /// Drops every binlog file: the server starts again at `binlog.000001`.
+    pub fn reset_binlog(&self) {
+        self.exec("RESET MASTER");
+    }
+
+    /// `SHOW MASTER STATUS`: the current file and the position after the last event.
+    pub fn master_status(&self) -> (String, u64) {
+        let row: ::mysql::Row = self
+            .conn()
+            .query_first("SHOW MASTER STATUS")
+            .unwrap()
+            .expect("binlog is on");
+        (row.get(0).unwrap(), row.get(1).unwrap())
+    }
+
+    /// `SHOW BINARY LOGS` names, oldest first.
+    pub fn binlog_files(&self) -> Vec<String> {
+        let rows: Vec<::mysql::Row> = self.conn().query("SHOW BINARY LOGS").unwrap();
+        rows.into_iter().map(|r| r.get(0).unwrap()).collect()
+    }
+
+    /// The server's own copy of a binlog file.
+    pub fn binlog_bytes(&self, file: &str) -> Vec<u8> {
+        std::fs::read(self.dir.join("data").join(file)).unwrap()
+    }
+}

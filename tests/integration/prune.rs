@@ -229,6 +229,7 @@ fn grace_keeps_young_packs_and_a_marked_pack_is_recovered_when_used_again() {
         kind: snap::snapshot::BackupKind::Full,
         mysql: None,
         time: None,
+        mysql_prebuilt: None,
     };
     let out = snap::archiver::backup(
         &mut early,

@@ -589,6 +589,7 @@ fn snap(time: &str, host: &str, paths: &[&str], tags: &[&str]) -> Snapshot {
         program: "snap test".into(),
         mysql: None,
         original: None,
+        binlog: None,
     }
 }
 
