@@ -62,6 +62,23 @@ fn s3_backup_restore_check_through_faults() {
     assert_restores_latest(&env, &src, None);
     let (code, report, err) = env.check(&["--read-data"]);
     assert_eq!(code, 0, "{report} {err}");
+    // copy under the same faults: out of the faulty S3 repository into a local one, and from
+    // there into a second S3 repository; each copy restores identical.
+    let local = Env::new(&[]);
+    let o = local
+        .cmd(&["copy", "--from-repo", env.repo.to_str().unwrap()])
+        .envs(env.vars.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "copy from S3: {}", stderr(&o));
+    assert_restores_latest(&local, &src, None);
+    let mut second = s3.env(&bucket, "f-copy");
+    through(&mut second, &proxy);
+    second.ok(&["init", "--kdf-memory-kib", "19456"]);
+    second.ok(&["copy", "--from-repo", local.repo.to_str().unwrap()]);
+    assert_restores_latest(&second, &src, None);
+    let (code, report, err) = second.check(&["--read-data"]);
+    assert_eq!(code, 0, "{report} {err}");
     let injected = proxy.counts.injected.load(Ordering::Relaxed);
     assert!(
         injected >= 10,

@@ -108,10 +108,12 @@ impl S3Server {
         name.to_string()
     }
 
-    /// A test environment whose repository is `s3://BUCKET/PREFIX` on this server.
+    /// A test environment whose repository is `s3://BUCKET/PREFIX-<pid>` on this server: a
+    /// server left over from an earlier run (or shared with a parallel one) never hands a test
+    /// someone else's repository.
     pub fn env(&self, bucket: &str, prefix: &str) -> Env {
         let mut env = Env::uninit();
-        env.repo = PathBuf::from(format!("s3://{bucket}/{prefix}"));
+        env.repo = PathBuf::from(format!("s3://{bucket}/{prefix}-{}", std::process::id()));
         env.vars = self.vars.clone();
         env
     }
