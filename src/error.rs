@@ -16,6 +16,14 @@ pub enum Error {
     WrongPassword(String),
     #[error("no password given: set SNAP_PASSWORD or SNAP_PASSWORD_FILE, or pass --password-file")]
     NoPassword,
+    /// The repository was opened with an append-only key (`backend::append_only`) and the
+    /// operation would delete or overwrite a file.
+    #[error(
+        "opened with an append-only key; refusing to {op} {path}: deleting and overwriting need \
+         a full key (run this command with a full key's password; `snap key list` shows which \
+         keys are append-only)"
+    )]
+    AppendOnly { op: &'static str, path: String },
     #[error("repository is locked: {0}")]
     Locked(String),
     #[error("lost the repository lock: {0}")]
@@ -123,6 +131,11 @@ impl Error {
     /// A consequence of another failure (or of Ctrl-C), not a cause worth reporting over one.
     pub fn is_secondary(&self) -> bool {
         matches!(self, Error::Interrupted | Error::PipelineStopped)
+    }
+
+    /// A refusal of an append-only session (nothing was changed, so nothing to audit).
+    pub fn is_append_only(&self) -> bool {
+        matches!(self.root(), Error::AppendOnly { .. })
     }
 
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {

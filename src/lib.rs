@@ -5,6 +5,7 @@
 //! shell over this library. Modules that need RocksDB are behind the default `rocksdb` feature so
 //! the decoders (what the fuzzers exercise) build without compiling C++.
 
+pub mod auditfile;
 pub mod blob;
 pub mod cbor;
 pub mod chunker;
@@ -28,6 +29,8 @@ pub mod tree;
 
 #[cfg(feature = "rocksdb")]
 pub mod archiver;
+#[cfg(feature = "rocksdb")]
+pub mod audit;
 #[cfg(feature = "rocksdb")]
 pub mod backend;
 #[cfg(feature = "rocksdb")]

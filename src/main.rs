@@ -13,7 +13,8 @@ use snap::error::{Error, StorageFailure};
 /// stopped), 20 database unreachable, 21 database access denied, 22 database backup lock not
 /// granted in time, 14 the storage refused (access denied, missing bucket or file), 15 the
 /// storage stayed unreachable after every retry, 16 snapshot written but missing from a `backup
-/// --copy-to` repository (`cli::backup::COPY_FAILED`; retry with `snap copy`), 23 skipped: a database backup of the same server is already running,
+/// --copy-to` repository (`cli::backup::COPY_FAILED`; retry with `snap copy`), 17 refused: the
+/// repository was opened with an append-only key and the command would delete or overwrite, 23 skipped: a database backup of the same server is already running,
 /// 24 database verification failed, 130 interrupted.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>().map(Error::root) {
@@ -30,6 +31,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             StorageFailure::Unavailable => 15,
             _ => 14,
         },
+        Some(Error::AppendOnly { .. }) => 17,
         Some(Error::Interrupted) => 130,
         Some(Error::Policy(_)) => 2,
         Some(Error::Usage(_)) => 2,

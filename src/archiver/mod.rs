@@ -231,6 +231,27 @@ pub fn backup(
         original: None,
     };
     let id = repo.save_snapshot(&snapshot)?;
+    let summary = crate::audit::Summary {
+        snapshots_added: vec![id],
+        packs_added: snapshot.summary.packs_written,
+        bytes_added: snapshot.summary.bytes_added,
+        note: Some(format!(
+            "{}{}",
+            snapshot.kind.as_str(),
+            if snapshot.incomplete {
+                ", incomplete"
+            } else {
+                ""
+            }
+        )),
+        ..Default::default()
+    };
+    crate::audit::record(repo, crate::audit::Action::Backup, summary).map_err(|e| {
+        e.context(format!(
+            "snapshot {} was saved, but its audit record was not",
+            id.short()
+        ))
+    })?;
     Ok(BackupOutcome { id, snapshot })
 }
 

@@ -5,6 +5,7 @@
 //! implement the same trait; [`open`] turns a parsed [`Location`] into one, so nothing above
 //! this module knows where the repository lives.
 
+pub mod append_only;
 pub mod local;
 pub mod location;
 pub mod remote;

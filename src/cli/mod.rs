@@ -1,6 +1,7 @@
 //! Command-line definitions and the shared plumbing of every command: repository location,
 //! password, cache directory, interrupt flag and output mode.
 
+mod audit;
 mod backup;
 mod browse;
 mod check;
@@ -97,6 +98,8 @@ enum Command {
     Status(status::Args),
     /// Remove stale locks
     Unlock(check::UnlockArgs),
+    /// List the audit log: who (key, host, user) changed the repository, how and when
+    Audit(audit::Args),
     /// Manage the passwords that open the repository
     #[command(subcommand)]
     Key(key::Key),
@@ -241,6 +244,7 @@ pub fn run() -> Result<u8> {
         Command::Copy(a) => copy::run(&ctx, a),
         Command::Status(a) => status::run(&ctx, a),
         Command::Unlock(a) => check::unlock(&ctx, a),
+        Command::Audit(a) => audit::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Repair(check::Repair::Index) => check::repair_index(&ctx),
         Command::Mysql(m) => mysql::run(&ctx, m),

@@ -67,6 +67,21 @@ pub fn run(ctx: &Ctx, m: Mysql) -> Result<u8> {
     let _lock = ctx.lock(&mut repo, Operation::MysqlRestore)?;
     let (id, _) = repo.find_snapshot(&a.snapshot, &a.latest.database_filter())?;
     let out = database::restore(&mut repo, &id, &opts, &ctx.interrupt)?;
+    // The pre-restore snapshot is recorded as a backup by the archiver; this says why it exists.
+    let summary = snap::audit::Summary {
+        snapshots_added: out
+            .pre_restore
+            .iter()
+            .filter_map(|p| snap::id::Id::from_hex(p))
+            .collect(),
+        note: Some(format!(
+            "restored database(s) {} from snapshot {}",
+            out.report.databases.join(", "),
+            id.short()
+        )),
+        ..Default::default()
+    };
+    snap::audit::record(&repo, snap::audit::Action::MysqlRestore, summary)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else if !ctx.quiet {

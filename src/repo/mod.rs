@@ -57,6 +57,8 @@ pub struct Repository {
     _temp_index: Option<tempfile::TempDir>,
     /// The key file that opened the repository (`keys/<id>`).
     key_path: String,
+    /// Whether that key is append-only: then `backend` refuses deletes and overwrites.
+    append_only: bool,
     /// This repository's directory in the local cache (`<cache>/<repo id>`).
     cache_dir: PathBuf,
     /// Tree blobs and snapshot files kept locally for a remote repository.
@@ -146,7 +148,7 @@ pub fn init_sharing_ids(
         backend.list("")?;
         return Err(Error::NoRepository(source.to_string()));
     }
-    let (key, _) = open_key(backend.as_ref(), source_password)?;
+    let (key, _, _) = open_key(backend.as_ref(), source_password)?;
     let config = read_config(backend.as_ref(), &key)?;
     init_with(location, password, opts, Some((&key, &config)))
 }
@@ -221,8 +223,15 @@ fn init_with(
     let kb = kf.encode();
     // The key first: a crash after it but before config leaves a directory `init` can be rerun on
     // after removal, never a config nobody can open.
-    backend.write(&format!("keys/{}", Id::of_file_bytes(&kb)), &kb)?;
+    let key_id = Id::of_file_bytes(&kb).to_hex();
+    backend.write(&format!("keys/{key_id}"), &kb)?;
     backend.write("config", &config.encode(&key)?)?;
+    let summary = crate::audit::Summary {
+        keys_added: vec![key_id.clone()],
+        ..Default::default()
+    };
+    let rec = crate::audit::AuditRecord::new(crate::audit::Action::Init, &key_id, summary, None);
+    crate::audit::write(backend.as_ref(), &key, &rec)?;
     Ok(config.id)
 }
 
@@ -235,7 +244,14 @@ impl Repository {
             backend.list("")?;
             return Err(Error::NoRepository(location.to_string()));
         }
-        let (key, key_path) = open_key(backend.as_ref(), password)?;
+        let (key, key_path, append_only) = open_key(backend.as_ref(), password)?;
+        // The one choke point for append-only sessions: everything above writes and removes
+        // through this backend.
+        let backend: Arc<dyn Backend> = if append_only {
+            Arc::new(crate::backend::append_only::AppendOnlyBackend::new(backend))
+        } else {
+            backend
+        };
         let config = read_config(backend.as_ref(), &key)?;
         let mut notes = Vec::new();
         let repo_cache = cache_dir.join(config.id.to_hex());
@@ -269,6 +285,7 @@ impl Repository {
             index,
             _temp_index: temp,
             key_path,
+            append_only,
             files: filecache::FileCache::new(backend_is_offsite.then(|| repo_cache.clone())),
             cache_dir: repo_cache,
             notes,
@@ -288,6 +305,30 @@ impl Repository {
     /// The key file this session opened the repository with.
     pub fn key_path(&self) -> &str {
         &self.key_path
+    }
+
+    /// The id (file name) of the key file this session opened the repository with.
+    pub fn key_id(&self) -> &str {
+        self.key_path.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// Whether the repository was opened with an append-only key (nothing may be deleted or
+    /// overwritten, see `backend::append_only`).
+    pub fn append_only(&self) -> bool {
+        self.append_only
+    }
+
+    /// Fails with [`Error::AppendOnly`] when opened with an append-only key: deleting commands
+    /// call it before they start, so they refuse before doing any work (the backend wrapper
+    /// refuses the deletion itself whatever the caller).
+    pub fn require_full_key(&self, op: &'static str, path: &str) -> Result<()> {
+        if self.append_only {
+            return Err(Error::AppendOnly {
+                op,
+                path: path.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// This repository's directory in the local cache (index, verification record).
@@ -680,7 +721,8 @@ impl Repository {
     }
 }
 
-fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
+/// The master key, the path of the key file that opened it, and whether that key is append-only.
+fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String, bool)> {
     let keys = backend.list("keys")?;
     let mut damaged = Vec::new();
     for (path, _) in &keys {
@@ -705,7 +747,7 @@ fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String
             }
         };
         match kf.open(password) {
-            Ok(k) => return Ok((k, path.clone())),
+            Ok(k) => return Ok((k, path.clone(), kf.append_only)),
             Err(KeyFileError::WrongPassword) => {}
             Err(e) => damaged.push(format!("{path}: {e}")),
         }

@@ -344,6 +344,38 @@ fn golden_lock() {
 }
 
 #[test]
+fn golden_audit_record() {
+    use snap::auditfile::{AuditRecord, Summary};
+    let g = Golden::load();
+    let plain = g.get("audit-plain");
+    let r: AuditRecord = snap::cbor::read(plain).unwrap();
+    let want = AuditRecord {
+        time: "2026-11-25T09:00:00+00:00".into(),
+        action: "forget".into(),
+        key: "66".repeat(32),
+        host: "web1".into(),
+        user: "root".into(),
+        pid: 4242,
+        ok: true,
+        error: None,
+        summary: Summary {
+            snapshots_removed: vec![Id([0x33; 32])],
+            ..Summary::default()
+        },
+    };
+    assert_eq!(r, want);
+    assert_eq!(hex::encode(snap::cbor::to_vec(&r)), hex::encode(plain));
+    let file = g.get("audit-file");
+    assert_eq!(AuditRecord::decode(&master(), file).unwrap(), r);
+    check_sealed_file(
+        Kind::AuditRecord,
+        file,
+        plain,
+        &r.encode(&master()).unwrap(),
+    );
+}
+
+#[test]
 fn golden_config() {
     let g = Golden::load();
     let plain = g.get("config-plain");
@@ -417,6 +449,55 @@ fn golden_key_file() {
     assert_eq!(
         back.open(GOLDEN_PASSWORD).unwrap().to_bytes()[..],
         master_bytes
+    );
+}
+
+#[test]
+fn golden_key_file_append_only() {
+    let g = Golden::load();
+    let bytes = g.get("key-file-append-only");
+    let kf = KeyFile::decode(bytes).unwrap();
+    assert!(kf.append_only);
+    assert_eq!(kf.encode(), bytes);
+    // The same fields as the full key file but the flag and the seal.
+    let full = KeyFile::decode(g.get("key-file")).unwrap();
+    assert!(!full.append_only);
+    assert_eq!(
+        KeyFile {
+            sealed: full.sealed.clone(),
+            append_only: false,
+            ..kf.clone()
+        },
+        full
+    );
+    // `sealed` = the master key under the argon2id key, AD = H(2) ‖ salt ‖ "append-only".
+    let mut key_ad = envelope::header(Kind::Key).to_vec();
+    key_ad.extend_from_slice(&kf.salt);
+    key_ad.extend_from_slice(b"append-only");
+    let master_bytes: Vec<u8> = (0u8..64).collect();
+    let want = seal_fixed(
+        &golden_kdf_key(&kf.salt),
+        nonce(Kind::Key),
+        &key_ad,
+        &master_bytes,
+    );
+    assert_eq!(hex::encode(&kf.sealed), hex::encode(want));
+    assert_eq!(
+        &kf.open(GOLDEN_PASSWORD).unwrap().to_bytes()[..],
+        master_bytes
+    );
+    // Clearing the flag does not give a full key.
+    let cleared = KeyFile {
+        append_only: false,
+        ..kf.clone()
+    };
+    assert!(cleared.open(GOLDEN_PASSWORD).is_err());
+    let new = KeyFile::create_with(&master(), GOLDEN_PASSWORD, 19456, 1, true).unwrap();
+    assert!(
+        KeyFile::decode(&new.encode())
+            .unwrap()
+            .open(GOLDEN_PASSWORD)
+            .is_ok()
     );
 }
 

@@ -4,6 +4,8 @@
 mod common;
 
 mod all_kinds;
+mod append_only;
+mod audit;
 mod backup_kinds;
 mod check_subset;
 mod confinement;
