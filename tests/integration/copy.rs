@@ -157,6 +157,23 @@ fn related_repositories_share_ids_and_copy_only_missing_blobs() {
     );
     config_bytes_differ_but_trees_match(&src, &dst);
 
+    // The destination's audit log has one record per run that added something.
+    let log = dst.json(&["audit"]);
+    let copies: Vec<&serde_json::Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "copy")
+        .collect();
+    assert_eq!(copies.len(), 2, "{log:#}");
+    assert_eq!(
+        copies[1]["summary"]["snapshots_added"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
     // Nothing left to copy; the copies restore identical and check clean.
     let out = copy_ok(&dst, PASSWORD, &src, &[]);
     assert_eq!(
