@@ -186,9 +186,84 @@ pub fn copy_selected(
         .into_iter()
         .map(|(id, s)| (s.origin(id), id))
         .collect();
-    let mut walk = trees::Memo::default();
     let mut stats = CopyStats::default();
     let mut out = Vec::new();
+    let run = copy_each(
+        src,
+        dst,
+        mode,
+        chosen,
+        &mut copies,
+        &mut stats,
+        &mut out,
+        progress,
+        interrupt,
+    );
+    // The audit log of the destination says what arrived, also when the run stopped part-way
+    // (nothing arrived: no record, as for every action that changed nothing).
+    let added: Vec<Id> = out.iter().filter(|c| !c.skipped).map(|c| c.copy).collect();
+    let summary = || crate::audit::Summary {
+        snapshots_added: added.clone(),
+        packs_added: stats.packs_written,
+        bytes_added: stats.bytes_added,
+        note: Some(format!(
+            "from {} ({})",
+            src.backend().location(),
+            match mode {
+                CopyMode::SharedIds => "shared ids",
+                CopyMode::Rekeyed => "ids re-keyed",
+            }
+        )),
+        ..Default::default()
+    };
+    match run {
+        Err(e) if added.is_empty() && stats.packs_written == 0 => return Err(e),
+        Err(e) => {
+            return Err(crate::audit::record_failure(
+                dst,
+                crate::audit::Action::Copy,
+                summary(),
+                e,
+            ));
+        }
+        Ok(()) if !added.is_empty() => {
+            crate::audit::record(dst, crate::audit::Action::Copy, summary()).map_err(|e| {
+                e.context(format!(
+                    "{} snapshot(s) were copied, but the audit record was not written",
+                    added.len()
+                ))
+            })?;
+        }
+        Ok(()) => {}
+    }
+    stats.trees = progress.trees.load(Ordering::Relaxed);
+    stats.blobs_read = progress.blobs_read.load(Ordering::Relaxed);
+    stats.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
+    let copied = out.iter().filter(|c| !c.skipped).count();
+    Ok(CopyOutcome {
+        mode,
+        skipped: out.len() - copied,
+        copied,
+        snapshots: out,
+        stats,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// The loop of [`copy_selected`]: each snapshot skipped or copied, oldest first.
+#[allow(clippy::too_many_arguments)]
+fn copy_each(
+    src: &Repository,
+    dst: &Repository,
+    mode: CopyMode,
+    chosen: Vec<(Id, Snapshot)>,
+    copies: &mut HashMap<Id, Id>,
+    stats: &mut CopyStats,
+    out: &mut Vec<CopiedSnapshot>,
+    progress: &CopyProgress,
+    interrupt: &AtomicBool,
+) -> Result<()> {
+    let mut walk = trees::Memo::default();
     for (sid, snap) in chosen {
         if interrupt.load(Ordering::SeqCst) {
             return Err(Error::Interrupted);
@@ -213,7 +288,7 @@ pub fn copy_selected(
             *c = format!("{} {} {}", sid.short(), snap.host, snap.paths.join(" "));
         }
         let tree = copy_tree(
-            src, dst, mode, &snap.tree, &mut walk, &mut stats, progress, interrupt,
+            src, dst, mode, &snap.tree, &mut walk, stats, progress, interrupt,
         )
         .map_err(|e| e.context(format!("copying snapshot {}", sid.short())))?;
         let parent = match snap.parent {
@@ -234,30 +309,7 @@ pub fn copy_selected(
         out.push(entry);
         progress.snapshots_done.fetch_add(1, Ordering::Relaxed);
     }
-    stats.trees = progress.trees.load(Ordering::Relaxed);
-    stats.blobs_read = progress.blobs_read.load(Ordering::Relaxed);
-    stats.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
-    let copied = out.iter().filter(|c| !c.skipped).count();
-    if copied > 0 {
-        // Who added these snapshots, in the destination's own audit log.
-        let summary = crate::audit::Summary {
-            snapshots_added: out.iter().filter(|c| !c.skipped).map(|c| c.copy).collect(),
-            packs_added: stats.packs_written,
-            bytes_added: stats.bytes_added,
-            note: Some(format!("from {}", src.backend().location())),
-            ..Default::default()
-        };
-        crate::audit::record(dst, crate::audit::Action::Copy, summary)
-            .map_err(|e| e.context("the snapshots were copied, but the audit record was not"))?;
-    }
-    Ok(CopyOutcome {
-        mode,
-        skipped: out.len() - copied,
-        copied,
-        snapshots: out,
-        stats,
-        duration_ms: started.elapsed().as_millis() as u64,
-    })
+    Ok(())
 }
 
 /// The snapshot the source's parent `p` stands for; `None` when it is gone (forgotten) or

@@ -80,6 +80,7 @@ impl Operation {
             PruneDelete => Some(("delete packs from", "data/")),
             KeyRemove => Some(("remove a key from", "keys/")),
             KeyPasswd => Some(("replace the key in use in", "keys/")),
+            // A copy only adds packs and a snapshot to its destination.
             Backup | Restore | Browse | Check | Stats | Verify | MysqlRestore | Copy | KeyList
             | KeyAdd | RepairIndex | Prune => None,
         }

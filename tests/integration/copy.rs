@@ -157,6 +157,23 @@ fn related_repositories_share_ids_and_copy_only_missing_blobs() {
     );
     config_bytes_differ_but_trees_match(&src, &dst);
 
+    // The destination's audit log has one record per run that added something.
+    let log = dst.json(&["audit"]);
+    let copies: Vec<&serde_json::Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "copy")
+        .collect();
+    assert_eq!(copies.len(), 2, "{log:#}");
+    assert_eq!(
+        copies[1]["summary"]["snapshots_added"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
     // Nothing left to copy; the copies restore identical and check clean.
     let out = copy_ok(&dst, PASSWORD, &src, &[]);
     assert_eq!(
@@ -644,4 +661,49 @@ fn init_from_repo_shares_ids_and_chunker_but_not_the_key_or_password() {
         open(&dst, PASSWORD),
         Err(snap::error::Error::WrongPassword(_))
     ));
+}
+
+#[test]
+fn copy_into_an_unrelated_sftp_repository_counts_as_offsite() {
+    let ssh = crate::servers::sshd();
+    let remote = ssh.env();
+    let o = remote
+        .cmd(&["init", "--kdf-memory-kib", "19456"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut env = Env::new(&[]);
+    env.vars = ssh.vars.clone();
+    let tree = env.path("src");
+    make_source(&tree, 31);
+    let url = remote.repo.to_str().unwrap();
+    let o = env
+        .cmd(&["--json", "backup", tree.to_str().unwrap(), "--copy-to", url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(out["copies"][0]["ok"], true, "{out:#}");
+    // Unrelated keys: every data blob was read and re-hashed.
+    assert!(out["copies"][0]["stats"]["blobs_read"].as_u64().unwrap() >= 4);
+    let o = env
+        .cmd(&["--json", "status", "--also", url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["repositories"][1]["offsite"], true);
+    assert_eq!(st["coverage"][0]["offsite"], true, "{st:#}");
+    let list = remote.json(&["snapshots"]);
+    let copy_id = list[0]["id"].as_str().unwrap();
+    assert_eq!(list[0]["snapshot"]["original"], out["id"]);
+    let target = env.path("from-sftp");
+    remote.ok(&[
+        "-q",
+        "restore",
+        copy_id,
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_same_tree(&tree, &target.join(tree.strip_prefix("/").unwrap()));
 }
