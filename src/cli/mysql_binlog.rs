@@ -34,6 +34,10 @@ pub struct ArchiveArgs {
     /// Say how long until the server purges logs not yet archived
     #[arg(long)]
     warn_purge: bool,
+    /// Archive under this name instead of the server's address (for a server that replaced
+    /// another at the same address with its own binary-log history)
+    #[arg(long, value_name = "NAME")]
+    archive: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -184,6 +188,7 @@ pub fn archive(ctx: &Ctx, a: ArchiveArgs) -> Result<u8> {
         replica_id: a.replica_id,
         host: None,
         work_dir: repo.cache_dir().join("work"),
+        name: a.archive.clone(),
     };
     let report = binlog::archive(&mut repo, &opts, &ctx.interrupt)?;
     if ctx.json {

@@ -46,6 +46,8 @@ pub struct ArchiveOptions {
     pub host: Option<String>,
     /// Where the copy's private working directory goes.
     pub work_dir: PathBuf,
+    /// The archive's name; default [`source_name`] of the target.
+    pub name: Option<String>,
 }
 
 /// What a run did.
@@ -129,6 +131,17 @@ fn resume_point(
         detected: now.into(),
     });
     Ok((first, 4, GtidState::new(), gaps))
+}
+
+/// The archived format description event's timestamp of `file` (its first range's first
+/// event), to recognise the same file when resuming inside it.
+fn created_time(chain: &Chain, file: &str) -> Option<u32> {
+    chain
+        .ranges(file)?
+        .first()
+        .filter(|r| r.seg.start == 0)?
+        .seg
+        .first_time
 }
 
 /// `0-1-5,1-2-9` back into a state.
@@ -318,7 +331,10 @@ pub fn archive(
     interrupt: &AtomicBool,
 ) -> Result<ArchiveReport> {
     let server = ServerLogs::query(&opts.target)?;
-    let source = source_name(&opts.target);
+    let source = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| source_name(&opts.target));
     let all = repo.snapshots()?;
     let chain = Chain::from_snapshots(&all, &source);
     let (file, pos, state, gaps) = resume_point(&chain, &server, &now())?;
@@ -352,6 +368,7 @@ pub fn archive(
             file: durable_at.0.clone(),
             pos: durable_at.1,
             follow: opts.follow.then_some(opts.replica_id),
+            created: created_time(&chain, &durable_at.0),
         };
         let mut copy = RawCopy::start(&opts.target, &from, &opts.work_dir)?;
         run.at = durable_at.clone();
