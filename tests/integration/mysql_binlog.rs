@@ -317,6 +317,12 @@ fn follow_survives_flush_and_sigkill_without_loss_or_duplication() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
     s.exec("FLUSH BINARY LOGS");
+    // a follower holds the repository lock only while it flushes: forget's exclusive lock
+    // gets in between
+    snap_ok(
+        &env,
+        &["forget", "--keep-last", "100000", "--lock-wait", "5s"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     s.exec("FLUSH BINARY LOGS");
     std::thread::sleep(Duration::from_millis(800));

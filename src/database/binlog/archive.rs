@@ -48,6 +48,10 @@ pub struct ArchiveOptions {
     pub work_dir: PathBuf,
     /// The archive's name; default [`source_name`] of the target.
     pub name: Option<String>,
+    /// Take the repository's shared lock for each flush instead of relying on one held by the
+    /// caller for the whole run (`--follow` runs for days: a lock held that long would keep
+    /// `forget` and `prune` out forever). The flag is the interrupt the lock raises when lost.
+    pub lock_per_flush: Option<std::sync::Arc<AtomicBool>>,
 }
 
 /// What a run did.
@@ -164,7 +168,7 @@ struct Pending {
 
 /// The running state of one archive run.
 struct Run<'a> {
-    repo: &'a Repository,
+    repo: &'a mut Repository,
     opts: &'a ArchiveOptions,
     server: ServerLogs,
     source: String,
@@ -295,6 +299,21 @@ impl Run<'_> {
             paths: vec![format!("binlog:{}", self.source)],
             binlog: Some(record),
             ..StreamSnapshot::default()
+        };
+        // between flushes nothing of this run is in the repository, so no lock is needed; for
+        // the write, the lock, and (as every writer does after taking it) the index brought up
+        // to date with what a prune may have removed meanwhile
+        let _lock = match &self.opts.lock_per_flush {
+            Some(flag) => {
+                let g = crate::repo::lock::LockGuard::for_op(
+                    self.repo,
+                    crate::repo::lock::Operation::Backup,
+                    flag.clone(),
+                )?;
+                self.repo.sync_index()?;
+                Some(g)
+            }
+            None => None,
         };
         let out = archiver::save_streams(self.repo, BINLOG_DIR, |sink| {
             for p in &pending {
