@@ -11,6 +11,8 @@ install_deps() {
   # The MySQL tests start private MariaDB servers (../shared/scripts/mariadb-sandbox.sh).
   command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
   command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+  # The SFTP tests start a private sshd (scripts/sshd-sandbox.sh).
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
   command -v clang >/dev/null 2>&1 || true
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}" >&2
@@ -19,3 +21,12 @@ install_deps() {
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
   fi
 }
+
+# install_remote_deps: the servers the remote-backend tests start — moto_server (PyPI) for S3 and
+# Garage (compiled once by ../shared/scripts/garage-cluster.sh, ~9 minutes, cached in ~/.cargo/bin).
+install_remote_deps() {
+  command -v moto_server >/dev/null 2>&1 || python3 -m pip install -q 'moto[server]' >&2
+  command -v garage >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/garage" ] ||
+    cargo install garage --locked --version "${GARAGE_VERSION:-2.5.0}" >&2
+}
+

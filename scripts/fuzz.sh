@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECS=${1:?usage: fuzz.sh SECONDS [TARGET...]}; shift
-TARGETS=${*:-keyfile config pack_header blob tree snapshot lock prune_record}
+TARGETS=${*:-keyfile config pack_header blob tree snapshot lock prune_record audit_record}
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR=${SNAP_FUZZ_TARGET_DIR:-$HOME/.cache/snap-fuzz-target}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

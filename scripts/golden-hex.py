@@ -124,7 +124,7 @@ snap = {'time': '2026-11-25T10:00:00.123456789+01:00', 'time_end': '2026-11-25T1
                   'duration_ms': 90000, 'bytes': 300000000, 'databases': 2, 'tables': 30, 'rows': 1000000}}
 txt, snap_plain = render(snap)
 out['snapshot-plain'] = block('snapshot-plain', txt.split('\n'))
-# binlog archive record (§18)
+# binlog archive record (§21)
 rec = {'source': 'mysql://backup@db1:3306', 'server_id': 1, 'server_uuid': None,
        'segments': [{'file': 'binlog.000007', 'start': 0, 'end': 1234, 'path': 'binlog/binlog.000007/0',
                      'first_time': 1796130660, 'last_time': 1796130679, 'gtid_first': '0-1-11',
@@ -158,6 +158,20 @@ kf = {'kdf': 'argon2id', 'memory_kib': 19456, 'iterations': 1, 'lanes': 1, 'salt
 txt, kf_plain = render(kf)
 lines = [H(2).hex(' ', 1).ljust(60) + '# H(2); the CBOR below is not sealed'] + txt.split('\n')
 out['key-file'] = block('key-file', lines)
+# append-only key file: the same, flagged, and the flag bound into the seal's AD
+sealed_ao = seal(kdf_key, 2, H(2) + salt + b'append-only', bytes(range(64)))
+kf_ao = dict(kf)
+kf_ao['sealed'] = B(sealed_ao)
+kf_ao['append_only'] = True
+txt, _ = render(kf_ao)
+lines = [H(2).hex(' ', 1).ljust(60) + '# H(2); the CBOR below is not sealed'] + txt.split('\n')
+out['key-file-append-only'] = block('key-file-append-only', lines)
+# audit record
+audit = {'time': '2026-11-25T09:00:00+00:00', 'action': 'forget', 'key': '66' * 32, 'host': 'web1',
+         'user': 'root', 'pid': 4242, 'ok': True, 'summary': {'snapshots_removed': [B(b'\x33' * 32)]}}
+txt, audit_plain = render(audit)
+out['audit-plain'] = block('audit-plain', txt.split('\n'))
+out['audit-file'], _ = sealed_file_block('audit-file', 10, audit_plain, 'audit-plain')
 # pack
 blob_id = bytes.fromhex(vals['blob_id'])
 plain = b'hello, snap\n'
@@ -218,15 +232,23 @@ config examples show.
 ''',
  'lock-plain': '''Worked example (§2), plaintext then file:
 ''',
+ 'key-file-append-only': '''The same key file made append-only: `"append_only": true` is the tenth entry, and `sealed` is the same
+master key under the same argon2id key and nonce, with AD = `H(2) ‖ salt ‖ "append-only"`:
+''',
+ 'audit-plain': '''Worked example (§2): the record of a `forget` that removed one snapshot (`33 × 32`), by key
+`66…66` (64 hex digits), plaintext then file:
+''',
 }
 places = [
  (['envelope-headers'], '## 3. Crypto'),
  (['key-file'], '## 5. Config'),
+ (['key-file-append-only'], '## 5. Config'),
  (['config-plain', 'config-file'], '## 6. Blobs'),
  (['pack-header-plain', 'pack'], '## 8. Trees and nodes'),
  (['empty-tree', 'tree-one-node'], 'Root tree of a snapshot: an absolute source path'),
  (['snapshot-plain'], '## 10. Locks'),
  (['lock-plain', 'lock-file'], '## 11. Write order and crash safety'),
+ (['audit-plain', 'audit-file'], '## 20. Append-only sessions'),
  (['binlog-record'], 'Reading (`database::binlog::Chain`)'),
 ]
 for names, anchor in places:

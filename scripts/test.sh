@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 install_deps
+install_remote_deps
 cargo fmt --check
 cargo clippy --release --all-targets --locked -- -D warnings
 cargo test --release --locked -- --test-threads 2 "$@"

@@ -95,6 +95,26 @@ impl MasterKey {
         Some(MasterKey::from_zeroizing(enc, id))
     }
 
+    /// A new master key with a fresh random `enc` half and this key's `id` half: what
+    /// `snap init --from-repo` gives a repository that shares blob ids with another (so `copy`
+    /// moves blobs between them without re-chunking or rewriting trees) while nothing sealed in
+    /// one can be opened with the other's key.
+    pub fn with_new_enc(&self) -> Result<MasterKey, CryptoError> {
+        let mut enc = Zeroizing::new([0u8; KEY_LEN]);
+        random_bytes(&mut *enc)?;
+        Ok(MasterKey::from_zeroizing(enc, self.id.clone()))
+    }
+
+    /// Whether both keys name blobs alike (equal `id` halves), compared in constant time.
+    pub fn shares_id_key(&self, other: &MasterKey) -> bool {
+        let diff = self
+            .id
+            .iter()
+            .zip(other.id.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
+    }
+
     /// Blob id: BLAKE3 keyed with the id key over the plaintext.
     pub fn blob_id(&self, plaintext: &[u8]) -> Id {
         Id(*blake3::keyed_hash(&self.id, plaintext).as_bytes())
@@ -237,6 +257,19 @@ mod tests {
             k.open(b"kind-a", &s[..10]),
             Err(CryptoError::Short(10))
         ));
+    }
+
+    #[test]
+    fn new_enc_keeps_ids_and_changes_sealing() {
+        let a = MasterKey::generate().unwrap();
+        let b = a.with_new_enc().unwrap();
+        assert!(a.shares_id_key(&b));
+        assert!(!a.shares_id_key(&MasterKey::generate().unwrap()));
+        assert_eq!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_eq!(a.derive_u64("c"), b.derive_u64("c"));
+        let s = a.seal(b"ad", b"hello").unwrap();
+        assert!(matches!(b.open(b"ad", &s), Err(CryptoError::Auth)));
+        assert_ne!(a.to_bytes()[..KEY_LEN], b.to_bytes()[..KEY_LEN]);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum Kind {
     TreeBlob = 8,
     /// `prune/<id>`: which packs a prune marked for deletion or deleted (`prune::record`).
     PruneRecord = 9,
+    /// `audit/<id>`: one repository-changing action, who did it and when (`auditfile`).
+    AuditRecord = 10,
 }
 
 impl Kind {
@@ -45,6 +47,7 @@ impl Kind {
             7 => Kind::DataBlob,
             8 => Kind::TreeBlob,
             9 => Kind::PruneRecord,
+            10 => Kind::AuditRecord,
             _ => return None,
         })
     }
@@ -60,6 +63,7 @@ impl Kind {
             Kind::DataBlob => "data blob",
             Kind::TreeBlob => "tree blob",
             Kind::PruneRecord => "prune record",
+            Kind::AuditRecord => "audit record",
         }
     }
 }

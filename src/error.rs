@@ -16,6 +16,14 @@ pub enum Error {
     WrongPassword(String),
     #[error("no password given: set SNAP_PASSWORD or SNAP_PASSWORD_FILE, or pass --password-file")]
     NoPassword,
+    /// The repository was opened with an append-only key (`backend::append_only`) and the
+    /// operation would delete or overwrite a file.
+    #[error(
+        "opened with an append-only key; refusing to {op} {path}: deleting and overwriting need \
+         a full key (run this command with a full key's password; `snap key list` shows which \
+         keys are append-only)"
+    )]
+    AppendOnly { op: &'static str, path: String },
     #[error("repository is locked: {0}")]
     Locked(String),
     #[error("lost the repository lock: {0}")]
@@ -25,6 +33,16 @@ pub enum Error {
         what: &'static str,
         path: PathBuf,
         source: io::Error,
+    },
+    /// A storage backend (S3, SFTP) refused an operation or stayed unreachable after every retry.
+    /// `detail` names the HTTP status or the server's reason; never a credential.
+    #[error("{backend}: cannot {op} {path}: {detail}")]
+    Storage {
+        backend: String,
+        op: &'static str,
+        path: String,
+        failure: StorageFailure,
+        detail: String,
     },
     #[error("repository file {file}: {source}")]
     Envelope { file: String, source: EnvelopeError },
@@ -119,12 +137,30 @@ pub enum Error {
     DumpStream { path: String, what: String },
 }
 
+/// Why a storage operation failed, for the exit code and for what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// A file the repository needs is not there (HTTP 404, no such file).
+    NotFound,
+    /// The credentials were refused (HTTP 403, permission denied): fix them, do not retry.
+    Denied,
+    /// Still failing after every retry (timeouts, resets, 5xx, 429): the network or the server.
+    Unavailable,
+    /// Anything else the server refused (a missing bucket, a bad request).
+    Refused,
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// A consequence of another failure (or of Ctrl-C), not a cause worth reporting over one.
     pub fn is_secondary(&self) -> bool {
         matches!(self, Error::Interrupted | Error::PipelineStopped)
+    }
+
+    /// A refusal of an append-only session (nothing was changed, so nothing to audit).
+    pub fn is_append_only(&self) -> bool {
+        matches!(self.root(), Error::AppendOnly { .. })
     }
 
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {

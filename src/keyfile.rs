@@ -3,8 +3,16 @@
 //! ```text
 //! keys/<blake3 of file> = header(kind 2) | CBOR map KeyFile
 //! KeyFile.sealed        = nonce(12) | AES-256-GCM-SIV(argon2id(password, salt), enc key || id key) | tag(16)
-//! AD                    = header(kind 2) | salt
+//! AD                    = header(kind 2) | salt [| "append-only"]
 //! ```
+//! A key file may be *append-only* (`snap key add --append-only`): a process that opens the
+//! repository with it may add files but not delete or overwrite any (`backend::append_only`).
+//! The flag is a CBOR field written only when true, so every key file written before it existed
+//! keeps its bytes and stays a full key; and when true it is also bound into the associated data
+//! of `sealed`, so clearing the flag in the file makes it stop opening instead of turning it into
+//! a full key. (Someone who holds the password also holds the master key and can write a full key
+//! file with a modified client: the flag stops honest clients and mistakes; storage permissions
+//! stop an attacker, see README.)
 //! The KDF parameters live in the file so they can be raised later without a format change; they
 //! are bounded on read so a hostile key file cannot make snap allocate unbounded memory.
 //!
@@ -49,7 +57,13 @@ pub struct KeyFile {
     pub created: String,
     #[serde(with = "serde_bytes")]
     pub sealed: Vec<u8>,
+    /// Opens the repository for adding only (see the module doc). Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append_only: bool,
 }
+
+/// Appended to the AD of an append-only key file's `sealed`, binding the flag to the seal.
+pub const APPEND_ONLY_AD: &[u8] = b"append-only";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -102,9 +116,12 @@ fn derive(kf: &KeyFile, password: &[u8]) -> Result<Zeroizing<[u8; KEY_LEN]>, Key
     Ok(out)
 }
 
-fn ad(salt: &[u8]) -> Vec<u8> {
+fn ad(salt: &[u8], append_only: bool) -> Vec<u8> {
     let mut ad = envelope::header(Kind::Key).to_vec();
     ad.extend_from_slice(salt);
+    if append_only {
+        ad.extend_from_slice(APPEND_ONLY_AD);
+    }
     ad
 }
 
@@ -116,6 +133,17 @@ impl KeyFile {
         password: &[u8],
         memory_kib: u32,
         iterations: u32,
+    ) -> Result<KeyFile, KeyFileError> {
+        Self::create_with(master, password, memory_kib, iterations, false)
+    }
+
+    /// [`KeyFile::create`], append-only when `append_only` (the flag is sealed in, see above).
+    pub fn create_with(
+        master: &MasterKey,
+        password: &[u8],
+        memory_kib: u32,
+        iterations: u32,
+        append_only: bool,
     ) -> Result<KeyFile, KeyFileError> {
         if memory_kib < MIN_MEMORY_KIB {
             return Err(KeyFileError::BelowFloor { memory_kib });
@@ -132,11 +160,12 @@ impl KeyFile {
             user: crate::username(),
             created: chrono::Utc::now().to_rfc3339(),
             sealed: Vec::new(),
+            append_only,
         };
         let key = derive(&kf, password)?;
         kf.sealed = crypto::seal_with(
             &crypto::cipher_from(&key),
-            &ad(&kf.salt),
+            &ad(&kf.salt, kf.append_only),
             &master.to_bytes(),
         )?;
         Ok(kf)
@@ -157,8 +186,12 @@ impl KeyFile {
             )));
         }
         let key = derive(self, password)?;
-        let plain = crypto::open_with(&crypto::cipher_from(&key), &ad(&self.salt), &self.sealed)
-            .map_err(|_| KeyFileError::WrongPassword)?;
+        let plain = crypto::open_with(
+            &crypto::cipher_from(&key),
+            &ad(&self.salt, self.append_only),
+            &self.sealed,
+        )
+        .map_err(|_| KeyFileError::WrongPassword)?;
         let plain = Zeroizing::new(plain);
         MasterKey::from_bytes(&plain)
             .ok_or_else(|| KeyFileError::Decode("master key is not 64 bytes".into()))
@@ -214,10 +247,34 @@ mod tests {
         let mut old = kf.clone();
         old.memory_kib = 1024;
         let key = derive(&old, b"pw").unwrap();
-        old.sealed =
-            crypto::seal_with(&crypto::cipher_from(&key), &ad(&old.salt), &m.to_bytes()).unwrap();
+        old.sealed = crypto::seal_with(
+            &crypto::cipher_from(&key),
+            &ad(&old.salt, false),
+            &m.to_bytes(),
+        )
+        .unwrap();
         assert!(old.below_floor());
         assert_eq!(old.open(b"pw").unwrap().blob_id(b"a"), m.blob_id(b"a"));
+    }
+
+    #[test]
+    fn append_only_flag_is_bound_to_the_seal() {
+        let m = MasterKey::generate().unwrap();
+        let kf = KeyFile::create_with(&m, b"pw", MIN_MEMORY_KIB, 1, true).unwrap();
+        let back = KeyFile::decode(&kf.encode()).unwrap();
+        assert!(back.append_only);
+        assert_eq!(back.open(b"pw").unwrap().blob_id(b"a"), m.blob_id(b"a"));
+        // Clearing the flag does not make a full key: the seal no longer opens.
+        let mut cleared = back.clone();
+        cleared.append_only = false;
+        assert!(matches!(
+            cleared.open(b"pw"),
+            Err(KeyFileError::WrongPassword)
+        ));
+        // A full key file has no such field at all (its bytes are unchanged).
+        let full = KeyFile::create(&m, b"pw", MIN_MEMORY_KIB, 1).unwrap();
+        assert!(!full.append_only);
+        assert!(!String::from_utf8_lossy(&full.encode()).contains("append_only"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! shell over this library. Modules that need RocksDB are behind the default `rocksdb` feature so
 //! the decoders (what the fuzzers exercise) build without compiling C++.
 
+pub mod auditfile;
 pub mod blob;
 pub mod cbor;
 pub mod chunker;
@@ -29,9 +30,13 @@ pub mod tree;
 #[cfg(feature = "rocksdb")]
 pub mod archiver;
 #[cfg(feature = "rocksdb")]
+pub mod audit;
+#[cfg(feature = "rocksdb")]
 pub mod backend;
 #[cfg(feature = "rocksdb")]
 pub mod checker;
+#[cfg(feature = "rocksdb")]
+pub mod copy;
 #[cfg(feature = "rocksdb")]
 pub mod database;
 #[cfg(feature = "rocksdb")]
@@ -48,6 +53,8 @@ pub mod restorer;
 pub mod source;
 #[cfg(feature = "rocksdb")]
 pub mod stats;
+#[cfg(feature = "rocksdb")]
+pub mod status;
 
 use std::path::{Component, Path, PathBuf};
 

@@ -5,13 +5,16 @@ mod cli;
 
 use std::process::ExitCode;
 
-use snap::error::Error;
+use snap::error::{Error, StorageFailure};
 
-/// Exit codes: 0 ok, 1 fatal (and `check` found damage), 2 usage (from clap, or a missing or
-/// invalid retention policy), 3 snapshot written but incomplete, 10 no repository, 11 lock not
+/// Exit codes: 0 ok, 1 fatal (and `check` found damage), 2 usage (from clap, a malformed
+/// location or setting, or a missing or invalid retention policy), 3 snapshot written but incomplete, 10 no repository, 11 lock not
 /// taken, 12 wrong password, 13 lock lost (its refresh failed for too long; the operation
 /// stopped), 20 database unreachable, 21 database access denied, 22 database backup lock not
-/// granted in time, 23 skipped: a database backup of the same server is already running,
+/// granted in time, 14 the storage refused (access denied, missing bucket or file), 15 the
+/// storage stayed unreachable after every retry, 16 snapshot written but missing from a `backup
+/// --copy-to` repository (`cli::backup::COPY_FAILED`; retry with `snap copy`), 17 refused: the
+/// repository was opened with an append-only key and the command would delete or overwrite, 23 skipped: a database backup of the same server is already running,
 /// 24 database verification failed, 25 point-in-time target not recoverable (past the archive's
 /// end, in a gap, or before every full), 26 the binary-log archive has a gap (what could be
 /// archived was), 27 a MariaDB tool (`mariadb-binlog`, `mariadb`) failed or binlog is off,
@@ -27,11 +30,17 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::MysqlLockTimeout { .. }) => 22,
         Some(Error::BackupRunning(_)) => 23,
         Some(Error::MysqlVerify { .. }) => 24,
+        Some(Error::Storage { failure, .. }) => match failure {
+            StorageFailure::Unavailable => 15,
+            _ => 14,
+        },
+        Some(Error::AppendOnly { .. }) => 17,
         Some(Error::NotRecoverable { .. }) => 25,
         Some(Error::ArchiveGap { .. }) => 26,
         Some(Error::BinlogTool { .. } | Error::BinlogOff(_)) => 27,
         Some(Error::Interrupted) => 130,
         Some(Error::Policy(_)) => 2,
+        Some(Error::Usage(_)) => 2,
         _ => 1,
     }
 }

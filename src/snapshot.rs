@@ -80,6 +80,12 @@ pub struct Snapshot {
     /// Present when the snapshot holds a database dump (under `mysql/` in the tree).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mysql: Option<MysqlSummary>,
+    /// For a snapshot written by `snap copy`: the file id of the snapshot it was first copied
+    /// from (the source's own `original` when the source is itself a copy), so a second copy run
+    /// recognises it and a chain of copies stays traceable to the backup that made it. Absent in
+    /// snapshots written by a backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
     /// Present when the snapshot holds archived binary-log bytes (under `binlog/` in the tree):
     /// a piece of the binary-log archive (see repo-format.md, "Binary-log archive").
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,6 +196,11 @@ impl Snapshot {
 
     pub fn decode_plain(plain: &[u8]) -> Result<Snapshot, EnvelopeError> {
         crate::cbor::read(plain).map_err(EnvelopeError::Decode)
+    }
+
+    /// The snapshot a copy run compares: this one's `original`, else itself (file id `id`).
+    pub fn origin(&self, id: Id) -> Id {
+        self.original.unwrap_or(id)
     }
 
     pub fn time_parsed(&self) -> Option<chrono::DateTime<chrono::FixedOffset>> {

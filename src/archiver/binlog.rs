@@ -92,6 +92,7 @@ pub fn save_streams(
         summary,
         program: format!("snap {}", env!("CARGO_PKG_VERSION")),
         mysql: meta.mysql,
+        original: None,
         binlog: meta.binlog,
     };
     let id = repo.save_snapshot(&snapshot)?;

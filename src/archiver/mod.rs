@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::snapshot::{BackupKind, Snapshot, Summary};
-use saver::{Saver, SaverState};
+// `copy` stores blobs through the same pipeline, so its packs follow the same write order.
+pub(crate) use saver::{Saver, SaverState};
 
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
@@ -247,9 +248,31 @@ pub fn backup(
         summary,
         program: format!("snap {}", env!("CARGO_PKG_VERSION")),
         mysql,
+        original: None,
         binlog: opts.mysql_prebuilt.as_ref().and_then(|p| p.binlog.clone()),
     };
     let id = repo.save_snapshot(&snapshot)?;
+    let summary = crate::audit::Summary {
+        snapshots_added: vec![id],
+        packs_added: snapshot.summary.packs_written,
+        bytes_added: snapshot.summary.bytes_added,
+        note: Some(format!(
+            "{}{}",
+            snapshot.kind.as_str(),
+            if snapshot.incomplete {
+                ", incomplete"
+            } else {
+                ""
+            }
+        )),
+        ..Default::default()
+    };
+    crate::audit::record(repo, crate::audit::Action::Backup, summary).map_err(|e| {
+        e.context(format!(
+            "snapshot {} was saved, but its audit record was not",
+            id.short()
+        ))
+    })?;
     Ok(BackupOutcome { id, snapshot })
 }
 

@@ -18,6 +18,7 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
+    /// A backend rooted at `root` (nothing is created until a write or `init_layout`).
     pub fn new(root: impl Into<PathBuf>) -> LocalBackend {
         LocalBackend { root: root.into() }
     }
@@ -205,6 +206,10 @@ impl Backend for LocalBackend {
         }
         out.sort();
         Ok(out)
+    }
+
+    fn init_layout(&self) -> Result<()> {
+        self.create_layout()
     }
 
     fn remove(&self, path: &str) -> Result<()> {

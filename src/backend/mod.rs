@@ -1,11 +1,19 @@
 //! Backends: where repository files live. The repository sees only whole immutable files named
 //! by relative paths (`config`, `keys/<id>`, `data/ab/<id>`, …); a backend stores, lists, reads
 //! (whole or a range) and removes them, and makes a write atomic and durable before it returns.
-//! Remote object stores (via opendal) implement the same trait in a later step.
+//! The local directory ([`local`]) and remote stores ([`remote`]: S3, SFTP through opendal)
+//! implement the same trait; [`open`] turns a parsed [`Location`] into one, so nothing above
+//! this module knows where the repository lives.
 
+pub mod append_only;
 pub mod local;
+pub mod location;
+pub mod remote;
+
+use std::sync::Arc;
 
 use crate::error::Result;
+pub use location::Location;
 
 pub trait Backend: Send + Sync {
     /// Human-readable location for messages.
@@ -22,7 +30,33 @@ pub trait Backend: Send + Sync {
     fn write(&self, path: &str, bytes: &[u8]) -> Result<()>;
     /// Files below `dir` (recursively), as (relative path, size).
     fn list(&self, dir: &str) -> Result<Vec<(String, u64)>>;
+    /// Removes a file; a file already gone is not an error (two processes may remove it).
     fn remove(&self, path: &str) -> Result<()>;
+    /// Prepares an empty location for `init` (directories on disk; a reachability and
+    /// credentials check remotely).
+    fn init_layout(&self) -> Result<()> {
+        Ok(())
+    }
+    /// On another machine (an object store, an SFTP server): a copy there counts as offsite.
+    fn is_offsite(&self) -> bool {
+        false
+    }
+    /// (requests made, of which retries) for backends that count them.
+    fn request_count(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+/// The backend for a location: a directory, or a remote store with the retry settings from the
+/// environment (`SNAP_RETRIES`, `SNAP_IO_TIMEOUT`).
+pub fn open(loc: &Location) -> Result<Arc<dyn Backend>> {
+    Ok(match loc {
+        Location::Local(p) => Arc::new(local::LocalBackend::new(p)),
+        remote => Arc::new(remote::RemoteBackend::open(
+            remote,
+            &remote::RemoteOptions::from_env()?,
+        )?),
+    })
 }
 
 /// Where a pack lives: `data/<first two hex digits>/<id>`.

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::backend::pack_path;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::keyfile::KeyFile;
 use crate::repo::{Repository, lock};
@@ -73,6 +73,7 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     };
     check_keys(repo, &mut report)?;
     check_prune_records(repo, &mut report)?;
+    check_audit_records(repo, &mut report)?;
     report.locks = other_locks(repo)?;
     let snapshots = load_snapshots(repo, &mut report)?;
     report.snapshots = snapshots.len();
@@ -197,6 +198,23 @@ fn check_prune_records(repo: &Repository, report: &mut CheckReport) -> Result<()
             },
         };
         report.problems.push(Problem::new(path, what));
+    }
+    Ok(())
+}
+
+/// Every audit record is named by its hash and opens with the master key (`snap audit` skips a
+/// damaged one, so check is where it shows).
+fn check_audit_records(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    for (path, _) in repo.backend().list(crate::audit::DIR)? {
+        if let Err(e) = crate::audit::read_one(repo.backend().as_ref(), repo.key(), &path) {
+            let what = match e {
+                Error::Corrupt { what, .. } => what,
+                e => format!("audit record cannot be read ({e})"),
+            };
+            report
+                .problems
+                .push(Problem::new(path, format!("{what}; `snap audit` skips it")));
+        }
     }
     Ok(())
 }

@@ -44,9 +44,21 @@ pub struct Args {
     /// for importing history from another tool, and for testing retention policies
     #[arg(long, value_parser = parse_time)]
     time: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// After the snapshot is written, copy it into this further repository too (repeatable; a
+    /// directory, s3://BUCKET/PREFIX or sftp://...). A failed copy leaves the snapshot here and
+    /// exits 16, naming the copy to retry with `snap copy`
+    #[arg(long, value_name = "URL")]
+    copy_to: Vec<String>,
+    /// Password file for the --copy-to repositories (default: the same password as -r's)
+    #[arg(long, value_name = "FILE", requires = "copy_to")]
+    copy_to_password_file: Option<PathBuf>,
     #[command(flatten)]
     db: super::mysql_args::Backup,
 }
+
+/// Exit code of a backup whose snapshot was written but that is missing from a `--copy-to`
+/// repository (main.rs lists every code).
+pub const COPY_FAILED: u8 = 16;
 
 fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
     chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
@@ -90,6 +102,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         mysql_prebuilt: None,
         time: a.time,
     };
+    // Parsed (and the password read) before anything is backed up: a typo fails at once.
+    let copy_to = a
+        .copy_to
+        .iter()
+        .map(|s| ctx.parse_location(s))
+        .collect::<Result<Vec<_>>>()?;
+    let copy_password = match (&a.copy_to_password_file, copy_to.is_empty()) {
+        (_, true) => None,
+        (Some(f), false) => Some(super::read_password_file(f)?),
+        (None, false) => Some(ctx.password()?),
+    };
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&mut repo, Operation::Backup)?;
     let progress = Arc::new(BackupProgress::default());
@@ -123,11 +146,48 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     for e in &s.errors {
         eprintln!("snap: could not read {}: {}", e.path, e.message);
     }
+    // The primary snapshot is durable; each further copy on its own (one failing does not stop
+    // the next). The backup's own shared lock covers reading the snapshot back.
+    let primary = ctx.location()?;
+    let mut copies = Vec::new();
+    let mut failed = 0;
+    for to in &copy_to {
+        let Some(password) = &copy_password else {
+            break;
+        };
+        let r = super::copy::copy_into(ctx, &mut repo, to, password, (out.id, s.clone()));
+        match r {
+            Ok(c) => {
+                let copy = c.snapshots.first().map(|c| c.copy.to_hex());
+                copies.push(serde_json::json!({"location": to.to_string(), "ok": true,
+                    "copy": copy, "skipped": c.skipped == 1, "stats": c.stats}));
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!(
+                    "snap: error: copy of snapshot {} to {to} failed: {e:#}\nsnap: snapshot {} is \
+                     saved in {} but MISSING from {to}; once the cause above is fixed, retry with: \
+                     snap -r {to} copy --from-repo {} {}",
+                    out.id.short(),
+                    out.id.short(),
+                    primary,
+                    primary,
+                    out.id.to_hex(),
+                );
+                copies.push(serde_json::json!({"location": to.to_string(), "ok": false,
+                    "error": format!("{e:#}")}));
+            }
+        }
+        if ctx.interrupt.load(Ordering::SeqCst) {
+            break;
+        }
+    }
     if ctx.json {
-        println!(
-            "{}",
-            serde_json::json!({"id": out.id.to_hex(), "snapshot": s})
-        );
+        let mut j = serde_json::json!({"id": out.id.to_hex(), "snapshot": s});
+        if !copy_to.is_empty() {
+            j["copies"] = serde_json::json!(copies);
+        }
+        println!("{j}");
     } else if !ctx.quiet {
         println!(
             "files: {} new, {} changed, {} unmodified; {} dirs\n{} read of {}; added {} in {} blobs ({} before compression), {} packs\nsnapshot {} ({}{}) saved in {:.1}s",
@@ -170,11 +230,35 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
             );
         }
     }
+    if !ctx.json && !ctx.quiet {
+        for c in copies.iter().filter(|c| c["ok"] == true) {
+            println!(
+                "copied to {}{}",
+                c["location"].as_str().unwrap_or_default(),
+                if c["skipped"] == true {
+                    " (already there)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     if s.incomplete {
         eprintln!(
             "snap: {} path(s) could not be read; the snapshot is marked incomplete",
             s.errors.len()
         );
+    }
+    // A missing copy first: the snapshot (complete or not) is where it is, and what the user must
+    // act on is the copy; an incomplete snapshot says so on stderr all the same.
+    if failed > 0 {
+        eprintln!(
+            "snap: {failed} of {} --copy-to copies failed",
+            copy_to.len()
+        );
+        return Ok(COPY_FAILED);
+    }
+    if s.incomplete {
         return Ok(3);
     }
     Ok(0)

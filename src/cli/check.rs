@@ -111,6 +111,13 @@ fn exit_code(r: &checker::CheckReport) -> u8 {
 pub fn unlock(ctx: &Ctx, a: UnlockArgs) -> Result<u8> {
     let repo = ctx.open()?;
     let r = lock::remove_stale(repo.backend().as_ref(), repo.key(), a.remove_all)?;
+    if !r.removed.is_empty() {
+        let summary = snap::audit::Summary {
+            locks_removed: r.removed.clone(),
+            ..Default::default()
+        };
+        snap::audit::record(&repo, snap::audit::Action::Unlock, summary)?;
+    }
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else if !ctx.quiet {

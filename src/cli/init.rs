@@ -1,5 +1,7 @@
 //! `snap init`: create a repository.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use snap::keyfile::{MAX_MEMORY_KIB, MIN_MEMORY_KIB};
 use snap::repo::{self, InitOptions};
@@ -22,6 +24,14 @@ pub struct Args {
     /// Chunk sizes in KiB for database dump streams, MIN,AVG,MAX
     #[arg(long, value_parser = parse_chunker)]
     db_chunker_kib: Option<(u32, u32, u32)>,
+    /// Share this repository's blob ids and chunker parameters, so `snap copy` between the two
+    /// moves blobs as they are (the new repository still has its own encryption key, id and
+    /// passwords)
+    #[arg(long, value_name = "URL", conflicts_with_all = ["chunker_kib", "db_chunker_kib"])]
+    from_repo: Option<String>,
+    /// Password file of the --from-repo repository (default: the new repository's password)
+    #[arg(long, value_name = "FILE", requires = "from_repo")]
+    from_password_file: Option<PathBuf>,
     /// argon2id memory in KiB for the key file (lower only for tests; never below the floor)
     #[arg(long, hide = true,
           value_parser = clap::value_parser!(u32).range(MIN_MEMORY_KIB as i64..=MAX_MEMORY_KIB as i64))]
@@ -48,7 +58,7 @@ fn parse_chunker(s: &str) -> Result<(u32, u32, u32), String> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
-    let path = ctx.repo_path()?;
+    let location = ctx.location()?;
     let mut opts = InitOptions {
         // Cannot overflow: clap bounds the value to 1..=1024.
         pack_size: a.pack_size_mib.map(|m| m * 1024 * 1024),
@@ -61,15 +71,45 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         opts.kdf_memory_kib = m;
         opts.kdf_iterations = 1;
     }
-    let id = repo::init(&path, ctx.password()?.as_bytes(), &opts)?;
+    let password = ctx.password()?;
+    let from = a
+        .from_repo
+        .as_deref()
+        .map(|f| ctx.parse_location(f))
+        .transpose()?;
+    let id = match &from {
+        None => repo::init(&location, password.as_bytes(), &opts)?,
+        Some(from) => {
+            let from_password = match &a.from_password_file {
+                Some(f) => super::read_password_file(f)?,
+                None => password.clone(),
+            };
+            repo::init_sharing_ids(
+                &location,
+                password.as_bytes(),
+                &opts,
+                from,
+                from_password.as_bytes(),
+            )?
+        }
+    };
     if ctx.json {
-        println!("{}", serde_json::json!({"id": id.to_hex(), "path": path}));
+        let mut out = serde_json::json!({"id": id.to_hex(), "location": location.to_string()});
+        if let Some(from) = &from {
+            out["ids_shared_with"] = serde_json::json!(from.to_string());
+        }
+        if let Some(p) = location.local_path() {
+            out["path"] = serde_json::json!(p);
+        }
+        println!("{out}");
     } else if !ctx.quiet {
-        println!(
-            "created snap repository {} at {}",
-            id.short(),
-            path.display()
-        );
+        println!("created snap repository {} at {}", id.short(), location);
+        if let Some(from) = &from {
+            println!(
+                "it shares blob ids and chunker parameters with {from}: `snap copy` between them \
+                 moves blobs without re-chunking"
+            );
+        }
         println!("keep the password safe: without it the data cannot be read");
     }
     Ok(0)

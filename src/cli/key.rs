@@ -15,7 +15,16 @@ pub enum Key {
     /// List key files (the one in use is marked)
     List,
     /// Add a password (from --new-password-file or SNAP_NEW_PASSWORD)
-    Add(NewPassword),
+    Add {
+        #[command(flatten)]
+        password: NewPassword,
+        /// The new key may add to the repository (backup, key add of append-only keys) but
+        /// never delete or overwrite (forget, prune, key remove/passwd refuse with exit 17).
+        /// Pair it with storage that refuses deletes (see README); a session opened with an
+        /// append-only key only ever adds append-only keys
+        #[arg(long)]
+        append_only: bool,
+    },
     /// Remove a key by id prefix (not the last one, not the one in use)
     Remove { id: String },
     /// Change the password in use (the new key is written before the old is removed)
@@ -58,13 +67,13 @@ pub fn run(ctx: &Ctx, cmd: Key) -> Result<u8> {
     let mut repo = ctx.open()?;
     let op = match &cmd {
         Key::List => Operation::KeyList,
-        Key::Add(_) => Operation::KeyAdd,
+        Key::Add { .. } => Operation::KeyAdd,
         Key::Remove { .. } => Operation::KeyRemove,
         Key::Passwd(_) => Operation::KeyPasswd,
     };
     // Held until the key files are written or removed: they are read again under the lock.
     let _lock = ctx.lock(&mut repo, op)?;
-    let (what, id) = match cmd {
+    let (what, id, ao) = match cmd {
         Key::List => {
             let list = keys::list(&repo)?;
             if ctx.json {
@@ -72,37 +81,50 @@ pub fn run(ctx: &Ctx, cmd: Key) -> Result<u8> {
             } else {
                 for k in &list {
                     println!(
-                        "{} {:<8} {:<12} {:<10} {}",
+                        "{} {:<8} {:<12} {:<10} {}{}",
                         if k.current { "*" } else { " " },
                         &k.id[..8.min(k.id.len())],
                         k.host,
                         k.user,
-                        k.created
+                        k.created,
+                        if k.append_only { "  append-only" } else { "" }
                     );
                 }
             }
             return Ok(0);
         }
-        Key::Add(p) => {
+        Key::Add {
+            password: p,
+            append_only,
+        } => {
             let (m, t) = p.cost();
-            (
-                "added",
-                keys::add(&repo, p.password()?.as_bytes(), m, t)?.to_hex(),
-            )
+            let (id, ao) = keys::add(&repo, p.password()?.as_bytes(), m, t, append_only)?;
+            if ao && !append_only && !ctx.quiet {
+                eprintln!(
+                    "snap: this session was opened with an append-only key, so the new key is \
+                     append-only too"
+                );
+            }
+            ("added", id.to_hex(), ao)
         }
-        Key::Remove { id } => ("removed", keys::remove(&repo, &id)?),
+        Key::Remove { id } => ("removed", keys::remove(&repo, &id)?, false),
         Key::Passwd(p) => {
             let (m, t) = p.cost();
             (
                 "replaced the key in use with",
                 keys::passwd(&repo, p.password()?.as_bytes(), m, t)?.to_hex(),
+                repo.append_only(),
             )
         }
     };
     if ctx.json {
-        println!("{}", serde_json::json!({"action": what, "key": id}));
+        println!(
+            "{}",
+            serde_json::json!({"action": what, "key": id, "append_only": ao})
+        );
     } else if !ctx.quiet {
-        println!("{what} key {}", &id[..8.min(id.len())]);
+        let kind = if ao { "append-only key" } else { "key" };
+        println!("{what} {kind} {}", &id[..8.min(id.len())]);
     }
     Ok(0)
 }

@@ -1,9 +1,11 @@
 //! Command-line definitions and the shared plumbing of every command: repository location,
 //! password, cache directory, interrupt flag and output mode.
 
+mod audit;
 mod backup;
 mod browse;
 mod check;
+mod copy;
 mod diff;
 mod forget;
 mod init;
@@ -17,6 +19,7 @@ mod prune;
 mod restore;
 mod snapshots;
 mod stats;
+mod status;
 mod verify;
 
 use std::io::IsTerminal;
@@ -26,6 +29,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use snap::backend::Location;
 use snap::error::Error;
 use snap::repo::{Repository, lock};
 use zeroize::Zeroizing;
@@ -37,9 +41,14 @@ use zeroize::Zeroizing;
     about = "Deduplicating, encrypted backups of files and databases"
 )]
 pub struct Cli {
-    /// Repository location (a directory)
+    /// Repository location: a directory (or local:PATH), s3://BUCKET/PREFIX, or
+    /// sftp://USER@HOST[:PORT]/PATH
     #[arg(short = 'r', long = "repo", env = "SNAP_REPOSITORY", global = true)]
-    repo: Option<PathBuf>,
+    repo: Option<String>,
+    /// S3 endpoint for an S3-compatible server, e.g. http://127.0.0.1:9000 (else
+    /// SNAP_S3_ENDPOINT, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, or AWS)
+    #[arg(long, global = true, value_name = "URL")]
+    s3_endpoint: Option<String>,
     /// Read the repository password from this file (first line). Wins over SNAP_PASSWORD_FILE,
     /// which wins over SNAP_PASSWORD
     // no `env =`: the flag and SNAP_PASSWORD_FILE rank differently (see `Ctx::password`)
@@ -83,8 +92,15 @@ enum Command {
     Prune(prune::Args),
     /// Sizes: restore size, unique raw and stored data, dedup and compression ratios, unused bytes
     Stats(stats::Args),
+    /// Copy snapshots from another repository into this one (only blobs it lacks; resumable)
+    Copy(copy::Args),
+    /// Backups by host and paths in this and further repositories (--also), and whether each
+    /// has an offsite copy (3-2-1)
+    Status(status::Args),
     /// Remove stale locks
     Unlock(check::UnlockArgs),
+    /// List the audit log: who (key, host, user) changed the repository, how and when
+    Audit(audit::Args),
     /// Manage the passwords that open the repository
     #[command(subcommand)]
     Key(key::Key),
@@ -100,7 +116,8 @@ enum Command {
 }
 
 pub struct Ctx {
-    repo: Option<PathBuf>,
+    repo: Option<String>,
+    s3_endpoint: Option<String>,
     password_file: Option<PathBuf>,
     cache_dir: PathBuf,
     pub quiet: bool,
@@ -109,10 +126,18 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn repo_path(&self) -> Result<PathBuf> {
-        self.repo.clone().ok_or_else(|| {
+    /// The repository's location from `-r/--repo` or `SNAP_REPOSITORY`.
+    pub fn location(&self) -> Result<Location> {
+        let s = self.repo.as_deref().ok_or_else(|| {
             anyhow::anyhow!("no repository given: pass -r/--repo or set SNAP_REPOSITORY")
-        })
+        })?;
+        self.parse_location(s)
+    }
+
+    /// Any repository location given on the command line (`--copy-to`, `--from-repo`), with the
+    /// same `--s3-endpoint`.
+    pub fn parse_location(&self, s: &str) -> Result<Location> {
+        Ok(Location::parse(s, self.s3_endpoint.as_deref())?)
     }
 
     /// The repository password, for every command, from the first of:
@@ -141,12 +166,17 @@ impl Ctx {
 
     pub fn open(&self) -> Result<Repository> {
         let repo = Repository::open(
-            &self.repo_path()?,
+            &self.location()?,
             self.password()?.as_bytes(),
             &self.cache_dir,
         )?;
         self.notes(&repo.notes);
         Ok(repo)
+    }
+
+    /// The local cache directory (every repository has its own folder in it, by id).
+    pub fn cache_dir(&self) -> &std::path::Path {
+        &self.cache_dir
     }
 
     pub fn notes(&self, notes: &[String]) {
@@ -193,6 +223,7 @@ pub fn run() -> Result<u8> {
     }
     let ctx = Ctx {
         repo: cli.repo,
+        s3_endpoint: cli.s3_endpoint,
         password_file: cli.password_file,
         cache_dir: cli.cache_dir.unwrap_or_else(snap::repo::default_cache_dir),
         quiet: cli.quiet,
@@ -211,7 +242,10 @@ pub fn run() -> Result<u8> {
         Command::Check(a) => check::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
+        Command::Copy(a) => copy::run(&ctx, a),
+        Command::Status(a) => status::run(&ctx, a),
         Command::Unlock(a) => check::unlock(&ctx, a),
+        Command::Audit(a) => audit::run(&ctx, a),
         Command::Key(k) => key::run(&ctx, k),
         Command::Repair(check::Repair::Index) => check::repair_index(&ctx),
         Command::Mysql(m) => mysql::run(&ctx, m),

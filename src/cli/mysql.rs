@@ -93,6 +93,21 @@ pub fn run(ctx: &Ctx, m: Mysql) -> Result<u8> {
         return super::mysql_binlog::restore_range(ctx, &mut repo, m, opts);
     }
     let out = database::restore(&mut repo, &id, &opts, &ctx.interrupt)?;
+    // The pre-restore snapshot is recorded as a backup by the archiver; this says why it exists.
+    let summary = snap::audit::Summary {
+        snapshots_added: out
+            .pre_restore
+            .iter()
+            .filter_map(|p| snap::id::Id::from_hex(p))
+            .collect(),
+        note: Some(format!(
+            "restored database(s) {} from snapshot {}",
+            out.report.databases.join(", "),
+            id.short()
+        )),
+        ..Default::default()
+    };
+    snap::audit::record(&repo, snap::audit::Action::MysqlRestore, summary)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else if !ctx.quiet {

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{DateTime, Utc};
 
 use super::retention::{self, GroupBy, Plan, Policy};
+use crate::audit;
 use crate::error::{Error, Result};
+use crate::id::Id;
 use crate::repo::Repository;
 use crate::snapshot::SnapshotFilter;
 
@@ -60,22 +62,43 @@ pub fn forget(
     interrupt: &AtomicBool,
 ) -> Result<ForgetOutcome> {
     opts.validate()?;
+    if !opts.dry_run {
+        repo.require_full_key("remove snapshots from", "snapshots/")?;
+    }
     let snapshots = repo.snapshots()?;
     let plan = if opts.ids.is_empty() {
         retention::plan(&opts.policy, &snapshots, &opts.filter, opts.group_by, now)?
     } else {
         retention::plan_ids(&snapshots, &opts.ids)?
     };
-    let mut removed = 0;
+    let mut removed = Vec::new();
     if !opts.dry_run {
+        // Recorded in the audit log, also when it stops part-way: which snapshots are gone.
+        let summary = |removed: &[Id]| audit::Summary {
+            snapshots_removed: removed.to_vec(),
+            ..Default::default()
+        };
         for id in plan.removals() {
-            if interrupt.load(Ordering::SeqCst) {
-                return Err(Error::Interrupted);
+            let r = if interrupt.load(Ordering::SeqCst) {
+                Err(Error::Interrupted)
+            } else {
+                repo.remove_snapshot(id)
+            };
+            if let Err(e) = r {
+                return Err(audit::record_failure(
+                    repo,
+                    audit::Action::Forget,
+                    summary(&removed),
+                    e,
+                ));
             }
-            repo.remove_snapshot(id)?;
-            removed += 1;
+            removed.push(*id);
+        }
+        if !removed.is_empty() {
+            audit::record(repo, audit::Action::Forget, summary(&removed))?;
         }
     }
+    let removed = removed.len();
     Ok(ForgetOutcome {
         plan,
         dry_run: opts.dry_run,

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::audit;
 use crate::backend::pack_path;
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -140,16 +141,58 @@ fn estimate_ms(repo: &Repository, plan: &Plan, walk_ms: u64) -> u64 {
 }
 
 /// Runs prune. The caller holds the `Operation::Prune` lock; the sweep takes the exclusive one.
+/// A prune that changed the repository is recorded in the audit log; one that fails part-way
+/// is recorded with its error and what it had repacked and deleted by then.
 pub fn prune(
     repo: &mut Repository,
     opts: &PruneOptions,
     interrupt: Arc<AtomicBool>,
 ) -> Result<PruneReport> {
-    let start = Instant::now();
-    let mut report = PruneReport {
-        dry_run: opts.dry_run,
+    let mut report = PruneReport::default();
+    let r = prune_into(repo, opts, interrupt, &mut report);
+    let summary = || audit::Summary {
+        packs_added: report.repacked.packs_written as u64,
+        bytes_added: report.repacked.bytes_written,
+        packs_deleted: report.deleted.len() as u64,
+        bytes_deleted: report.bytes_freed,
+        note: report.record.as_ref().map(|r| format!("prune record {r}")),
         ..Default::default()
     };
+    match r {
+        Err(e) if e.is_append_only() => Err(e),
+        Err(e) => Err(audit::record_failure(
+            repo,
+            audit::Action::Prune,
+            summary(),
+            e,
+        )),
+        // A dry run, or a prune with nothing to do, changed nothing worth a record.
+        Ok(())
+            if report.dry_run
+                || (report.record.is_none() && report.repacked.packs_written == 0) =>
+        {
+            Ok(report)
+        }
+        Ok(()) => {
+            audit::record(repo, audit::Action::Prune, summary())?;
+            Ok(report)
+        }
+    }
+}
+
+/// [`prune`] itself, filling `report` as it goes (so a failure still tells what was done).
+fn prune_into(
+    repo: &mut Repository,
+    opts: &PruneOptions,
+    interrupt: Arc<AtomicBool>,
+    report: &mut PruneReport,
+) -> Result<()> {
+    if !opts.dry_run {
+        // Refused before marking or repacking anything; the delete phase's lock refuses too.
+        repo.require_full_key("prune packs in", "data/")?;
+    }
+    let start = Instant::now();
+    report.dry_run = opts.dry_run;
     let roots = snapshot_roots(repo)?;
     repo.sync_index()?;
     let records = record::load(repo.backend().as_ref(), repo.key())?;
@@ -189,7 +232,7 @@ pub fn prune(
         report.mark_ms = ms(start.elapsed());
         report.estimate_ms = Some(estimate_ms(repo, &plan, report.mark_ms));
         report.plan = plan;
-        return Ok(report);
+        return Ok(());
     }
     let sizes: HashMap<Id, u64> = infos.iter().map(|(id, (s, _))| (*id, *s)).collect();
     report.repacked = repack::repack(repo, &plan.repack, &sizes, &mut usage, &interrupt)?;
@@ -224,7 +267,7 @@ pub fn prune(
     report.mark_ms = ms(start.elapsed());
     if plan.due.is_empty() {
         report.plan = plan;
-        return Ok(report);
+        return Ok(());
     }
     if interrupt.load(Ordering::SeqCst) {
         return Err(Error::Interrupted);
@@ -243,12 +286,12 @@ pub fn prune(
                 opts.lock_wait.as_secs()
             ));
             report.plan = plan;
-            return Ok(report);
+            return Ok(());
         }
         Err(e) => return Err(e),
     };
     let held = Instant::now();
-    let swept = sweep(repo, &plan.due, &roots, &mut usage, rec, &mut report);
+    let swept = sweep(repo, &plan.due, &roots, &mut usage, rec, report);
     drop(guard);
     report.exclusive_lock_ms = Some(ms(held.elapsed()));
     report.plan = plan;
@@ -256,7 +299,7 @@ pub fn prune(
     // dropping packs scans every blob entry.
     repo.index().remove_packs(&swept?)?;
     repo.sync_index()?;
-    Ok(report)
+    Ok(())
 }
 
 /// The sweep, under the exclusive lock: see the module doc. Returns the packs deleted.

@@ -19,6 +19,11 @@
 //! gone, however old; a lock of another host when it has not been refreshed for the stale age.
 //! `snap unlock` removes only stale and unreadable locks; `--remove-all` also removes other
 //! hosts' locks that missed two refreshes, and never a lock whose process runs here.
+//!
+//! In a session opened with an append-only key, taking the lock of an operation that deletes
+//! ([`Operation::deletes`]) fails at once with `Error::AppendOnly`: before a lock file is written
+//! or any wait, so the refusal is immediate and leaves nothing behind. The session's own lock
+//! files are the only ones its backend lets it remove (`backend::append_only`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +49,10 @@ pub enum Operation {
     Stats,
     Verify,
     MysqlRestore,
+    /// `copy` (and `backup --copy-to`), on both repositories: the source is only read (its
+    /// packs must not be pruned away meanwhile), the destination only gains packs and
+    /// snapshots, as in a backup.
+    Copy,
     KeyList,
     KeyAdd,
     KeyRemove,
@@ -59,6 +68,32 @@ pub enum Operation {
     PruneDelete,
 }
 
+impl Operation {
+    /// What the operation deletes or replaces, as (what it would do, where), for those an
+    /// append-only session may not run; `None` for those that only read or add. Asked when the
+    /// lock is taken, so such a command refuses before it waits for a lock or does any work (the
+    /// append-only backend refuses the deletion itself whatever asks).
+    pub fn deletes(self) -> Option<(&'static str, &'static str)> {
+        use Operation::*;
+        match self {
+            Forget => Some(("remove snapshots from", "snapshots/")),
+            PruneDelete => Some(("delete packs from", "data/")),
+            KeyRemove => Some(("remove a key from", "keys/")),
+            KeyPasswd => Some(("replace the key in use in", "keys/")),
+            Backup | Restore | Browse | Check | Stats | Verify | MysqlRestore | Copy | KeyList
+            | KeyAdd | RepairIndex | Prune => None,
+        }
+    }
+}
+
+/// Refuses `op` in a session opened with an append-only key when `op` deletes.
+fn refuse_if_append_only(repo: &super::Repository, op: Operation) -> Result<()> {
+    match op.deletes() {
+        Some((what, path)) => repo.require_full_key(what, path),
+        None => Ok(()),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockMode {
     Shared,
@@ -71,7 +106,7 @@ impl Operation {
     pub fn lock(self) -> LockMode {
         use Operation::*;
         match self {
-            Backup | Restore | Browse | Check | Stats | Verify | MysqlRestore | KeyList => {
+            Backup | Restore | Browse | Check | Stats | Verify | MysqlRestore | Copy | KeyList => {
                 LockMode::Shared
             }
             // Two key removals at once could each leave "another key" and together none; a
@@ -218,6 +253,7 @@ impl LockGuard {
         op: Operation,
         interrupt: Arc<AtomicBool>,
     ) -> Result<LockGuard> {
+        refuse_if_append_only(repo, op)?;
         let want = Self::want(op, false);
         let start = Instant::now();
         loop {
@@ -266,6 +302,7 @@ impl LockGuard {
         interrupt: Arc<AtomicBool>,
         wait: Duration,
     ) -> Result<LockGuard> {
+        refuse_if_append_only(repo, op)?;
         let start = Instant::now();
         let mut stale_since: Option<Instant> = None;
         loop {

@@ -3,6 +3,7 @@
 //! rule it follows: a pack is durable before the index names it, and every blob of a snapshot is
 //! durable before the snapshot file is written.
 
+mod filecache;
 pub mod keys;
 pub mod lock;
 
@@ -11,8 +12,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::backend::local::LocalBackend;
-use crate::backend::{Backend, pack_path};
+use crate::backend::{Backend, Location, pack_path};
 use crate::blob;
 use crate::config::Config;
 use crate::crypto::MasterKey;
@@ -57,8 +57,12 @@ pub struct Repository {
     _temp_index: Option<tempfile::TempDir>,
     /// The key file that opened the repository (`keys/<id>`).
     key_path: String,
+    /// Whether that key is append-only: then `backend` refuses deletes and overwrites.
+    append_only: bool,
     /// This repository's directory in the local cache (`<cache>/<repo id>`).
     cache_dir: PathBuf,
+    /// Tree blobs and snapshot files kept locally for a remote repository.
+    files: filecache::FileCache,
     /// Things the user should know about opening (index rebuilt, damaged packs skipped).
     pub notes: Vec<String>,
 }
@@ -113,25 +117,86 @@ pub(crate) fn key_error(e: KeyFileError, path: &str) -> Error {
     }
 }
 
-/// Creates a new repository at `path`; returns its id.
-pub fn init(path: &Path, password: &[u8], opts: &InitOptions) -> Result<Id> {
-    let backend = LocalBackend::new(path);
-    if backend.exists("config")? {
-        return Err(Error::RepositoryExists(path.display().to_string()));
+/// Creates a new repository at `location`; returns its id.
+pub fn init(location: &Location, password: &[u8], opts: &InitOptions) -> Result<Id> {
+    init_with(location, password, opts, None)
+}
+
+/// Creates a new repository that shares `source`'s blob-id key and chunker parameters (file and
+/// database) but has its own encryption key, repository id and passwords (`snap init
+/// --from-repo`): the same content gets the same blob ids in both, so `snap copy` between them
+/// moves blobs without re-chunking or rewriting trees. Chunker options are refused: the point is
+/// to cut exactly as the source does.
+///
+/// Only the source's key and config are read (no index, no lock): nothing else of it is needed.
+pub fn init_sharing_ids(
+    location: &Location,
+    password: &[u8],
+    opts: &InitOptions,
+    source: &Location,
+    source_password: &[u8],
+) -> Result<Id> {
+    if opts.chunker.is_some() || opts.db_chunker.is_some() {
+        return Err(Error::Usage(
+            "a repository made from another takes its chunker parameters; drop the chunker options"
+                .into(),
+        ));
     }
-    if path.exists()
-        && std::fs::read_dir(path)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    {
+    let backend = crate::backend::open(source)?;
+    if !backend.exists("config")? {
+        // As in `Repository::open`: a missing bucket says so rather than "no repository".
+        backend.list("")?;
+        return Err(Error::NoRepository(source.to_string()));
+    }
+    let (key, _, _) = open_key(backend.as_ref(), source_password)?;
+    let config = read_config(backend.as_ref(), &key)?;
+    init_with(location, password, opts, Some((&key, &config)))
+}
+
+fn read_config(backend: &dyn Backend, key: &MasterKey) -> Result<Config> {
+    let cfg_bytes = backend.read("config")?;
+    Config::decode(key, &cfg_bytes).map_err(|e| Error::Envelope {
+        file: "config".into(),
+        source: e,
+    })
+}
+
+fn init_with(
+    location: &Location,
+    password: &[u8],
+    opts: &InitOptions,
+    source: Option<(&MasterKey, &Config)>,
+) -> Result<Id> {
+    let backend = crate::backend::open(location)?;
+    if backend.exists("config")? {
+        return Err(Error::RepositoryExists(location.to_string()));
+    }
+    let not_empty = match location.local_path() {
+        Some(path) => {
+            path.exists()
+                && std::fs::read_dir(path)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false)
+        }
+        None => !backend.list("")?.is_empty(),
+    };
+    if not_empty {
         return Err(Error::Usage(format!(
-            "{} exists and is not empty; give a new or empty directory",
-            path.display()
+            "{location} exists and is not empty; give a new or empty location"
         )));
     }
-    backend.create_layout()?;
-    let key = MasterKey::generate()?;
+    backend.init_layout()?;
+    let key = match source {
+        Some((src_key, _)) => src_key.with_new_enc()?,
+        None => MasterKey::generate()?,
+    };
     let mut config = Config::new(&key)?;
+    if let Some((_, src)) = source {
+        // Stored explicitly (also the database chunker an older source leaves implicit), so the
+        // two repositories cut alike whatever defaults a later snap has.
+        config.chunker = src.chunker;
+        config.db_chunker = Some(src.db_chunker());
+    }
     if let Some(s) = opts.pack_size {
         config.pack_size = s;
     }
@@ -158,23 +223,36 @@ pub fn init(path: &Path, password: &[u8], opts: &InitOptions) -> Result<Id> {
     let kb = kf.encode();
     // The key first: a crash after it but before config leaves a directory `init` can be rerun on
     // after removal, never a config nobody can open.
-    backend.write(&format!("keys/{}", Id::of_file_bytes(&kb)), &kb)?;
+    let key_id = Id::of_file_bytes(&kb).to_hex();
+    backend.write(&format!("keys/{key_id}"), &kb)?;
     backend.write("config", &config.encode(&key)?)?;
+    let summary = crate::audit::Summary {
+        keys_added: vec![key_id.clone()],
+        ..Default::default()
+    };
+    let rec = crate::audit::AuditRecord::new(crate::audit::Action::Init, &key_id, summary, None);
+    crate::audit::write(backend.as_ref(), &key, &rec)?;
     Ok(config.id)
 }
 
 impl Repository {
-    pub fn open(path: &Path, password: &[u8], cache_dir: &Path) -> Result<Repository> {
-        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
+    pub fn open(location: &Location, password: &[u8], cache_dir: &Path) -> Result<Repository> {
+        let backend = crate::backend::open(location)?;
         if !backend.exists("config")? {
-            return Err(Error::NoRepository(path.display().to_string()));
+            // A missing bucket or a refused listing says so, rather than "no repository" (an
+            // object store answers a HEAD of a missing bucket's object with a bare 404).
+            backend.list("")?;
+            return Err(Error::NoRepository(location.to_string()));
         }
-        let (key, key_path) = open_key(backend.as_ref(), password)?;
-        let cfg_bytes = backend.read("config")?;
-        let config = Config::decode(&key, &cfg_bytes).map_err(|e| Error::Envelope {
-            file: "config".into(),
-            source: e,
-        })?;
+        let (key, key_path, append_only) = open_key(backend.as_ref(), password)?;
+        // The one choke point for append-only sessions: everything above writes and removes
+        // through this backend.
+        let backend: Arc<dyn Backend> = if append_only {
+            Arc::new(crate::backend::append_only::AppendOnlyBackend::new(backend))
+        } else {
+            backend
+        };
+        let config = read_config(backend.as_ref(), &key)?;
         let mut notes = Vec::new();
         let repo_cache = cache_dir.join(config.id.to_hex());
         for d in [cache_dir, &repo_cache] {
@@ -199,6 +277,7 @@ impl Repository {
                 index_dir.display()
             ));
         }
+        let backend_is_offsite = backend.is_offsite();
         let mut repo = Repository {
             backend,
             key,
@@ -206,6 +285,8 @@ impl Repository {
             index,
             _temp_index: temp,
             key_path,
+            append_only,
+            files: filecache::FileCache::new(backend_is_offsite.then(|| repo_cache.clone())),
             cache_dir: repo_cache,
             notes,
         };
@@ -224,6 +305,30 @@ impl Repository {
     /// The key file this session opened the repository with.
     pub fn key_path(&self) -> &str {
         &self.key_path
+    }
+
+    /// The id (file name) of the key file this session opened the repository with.
+    pub fn key_id(&self) -> &str {
+        self.key_path.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// Whether the repository was opened with an append-only key (nothing may be deleted or
+    /// overwritten, see `backend::append_only`).
+    pub fn append_only(&self) -> bool {
+        self.append_only
+    }
+
+    /// Fails with [`Error::AppendOnly`] when opened with an append-only key: deleting commands
+    /// call it before they start, so they refuse before doing any work (the backend wrapper
+    /// refuses the deletion itself whatever the caller).
+    pub fn require_full_key(&self, op: &'static str, path: &str) -> Result<()> {
+        if self.append_only {
+            return Err(Error::AppendOnly {
+                op,
+                path: path.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// This repository's directory in the local cache (index, verification record).
@@ -399,9 +504,27 @@ impl Repository {
     /// [`Repository::load_blob`] where the caller already looked the blob up.
     pub fn load_blob_at(&self, id: &Id, loc: &BlobLocation) -> Result<Vec<u8>> {
         let path = pack_path(&loc.pack);
+        let tree = loc.btype == blob::BlobType::Tree;
+        if tree && let Some(sealed) = self.files.get(filecache::Kind::Tree, id) {
+            match blob::open_blob_owned(
+                &self.key,
+                loc.btype,
+                id,
+                loc.compression,
+                loc.raw_len as usize,
+                sealed,
+            ) {
+                Ok(b) => return Ok(b),
+                // Damaged in the cache: fetch it again (and the pack copy decides).
+                Err(_) => self.files.evict(filecache::Kind::Tree, id),
+            }
+        }
         let sealed = self
             .backend
             .read_range(&path, loc.offset as u64, loc.length as u64)?;
+        if tree {
+            self.files.put(filecache::Kind::Tree, id, &sealed);
+        }
         blob::open_blob_owned(
             &self.key,
             loc.btype,
@@ -421,6 +544,13 @@ impl Repository {
     /// Writes a finished pack durably, then records it in the index (the write order invariant).
     pub fn store_pack(&self, id: &Id, bytes: &[u8], entries: &[PackEntry]) -> Result<()> {
         self.backend.write(&pack_path(id), bytes)?;
+        // The trees a backup just wrote are the ones the next one compares against.
+        for e in entries.iter().filter(|e| e.btype == blob::BlobType::Tree) {
+            let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
+            if let Some(sealed) = bytes.get(start..end) {
+                self.files.put(filecache::Kind::Tree, &e.id, sealed);
+            }
+        }
         self.index.add_pack(id, bytes.len() as u64, entries)
     }
 
@@ -428,12 +558,22 @@ impl Repository {
         let bytes = snap.encode(&self.key)?;
         let id = Id::of_file_bytes(&bytes);
         self.backend.write(&format!("snapshots/{id}"), &bytes)?;
+        self.files.put(filecache::Kind::Snapshot, &id, &bytes);
         Ok(id)
     }
 
     pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
         let path = format!("snapshots/{id}");
-        let bytes = self.backend.read(&path)?;
+        let bytes = match self.files.get(filecache::Kind::Snapshot, id) {
+            Some(b) if Id::of_file_bytes(&b) == *id => b,
+            _ => {
+                let b = self.backend.read(&path)?;
+                if Id::of_file_bytes(&b) == *id {
+                    self.files.put(filecache::Kind::Snapshot, id, &b);
+                }
+                b
+            }
+        };
         if Id::of_file_bytes(&bytes) != *id {
             return Err(Error::corrupt(&path, "content does not match its name"));
         }
@@ -452,7 +592,14 @@ impl Repository {
     /// Every snapshot, oldest first. Unreadable snapshot files are reported in `notes` and skipped.
     pub fn snapshots(&mut self) -> Result<Vec<(Id, Snapshot)>> {
         let mut out = Vec::new();
-        for (path, _) in self.backend.list("snapshots")? {
+        let listed = self.backend.list("snapshots")?;
+        self.files.retain_snapshots(
+            &listed
+                .iter()
+                .filter_map(|(p, _)| p.rsplit('/').next().and_then(Id::from_hex))
+                .collect(),
+        );
+        for (path, _) in listed {
             let Some(id) = path.rsplit('/').next().and_then(Id::from_hex) else {
                 continue;
             };
@@ -574,7 +721,8 @@ impl Repository {
     }
 }
 
-fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
+/// The master key, the path of the key file that opened it, and whether that key is append-only.
+fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String, bool)> {
     let keys = backend.list("keys")?;
     let mut damaged = Vec::new();
     for (path, _) in &keys {
@@ -599,7 +747,7 @@ fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String
             }
         };
         match kf.open(password) {
-            Ok(k) => return Ok((k, path.clone())),
+            Ok(k) => return Ok((k, path.clone(), kf.append_only)),
             Err(KeyFileError::WrongPassword) => {}
             Err(e) => damaged.push(format!("{path}: {e}")),
         }

@@ -8,8 +8,11 @@ pub const PASSWORD: &str = "test password";
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// A directory, or a remote location URL (`s3://…`, `sftp://…`) for the remote tests.
     pub repo: PathBuf,
     pub cache: PathBuf,
+    /// Extra environment for every snap process (S3 credentials and endpoint, SFTP key).
+    pub vars: Vec<(String, String)>,
 }
 
 pub fn bin() -> &'static str {
@@ -36,7 +39,8 @@ impl Env {
             .env("SNAP_REPOSITORY", &self.repo)
             .env("SNAP_PASSWORD", PASSWORD)
             .env("SNAP_CACHE_DIR", &self.cache)
-            .env_remove("SNAP_PASSWORD_FILE");
+            .env_remove("SNAP_PASSWORD_FILE")
+            .envs(self.vars.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -87,8 +91,12 @@ impl Env {
     /// The repository opened through the library, with a cache of its own (so it never shares
     /// RocksDB with a `snap` process).
     pub fn open_lib(&self) -> snap::repo::Repository {
-        snap::repo::Repository::open(&self.repo, PASSWORD.as_bytes(), &self.path("cache-lib"))
-            .unwrap()
+        snap::repo::Repository::open(
+            &self.repo.as_path().into(),
+            PASSWORD.as_bytes(),
+            &self.path("cache-lib"),
+        )
+        .unwrap()
     }
 
     /// A repository file's path relative to the repository (as `check` names it).
@@ -274,7 +282,12 @@ impl Env {
             .unwrap();
         let repo = dir.path().join("repo");
         let cache = dir.path().join("cache");
-        Env { dir, repo, cache }
+        Env {
+            dir,
+            repo,
+            cache,
+            vars: Vec::new(),
+        }
     }
 }
 

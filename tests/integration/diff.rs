@@ -89,8 +89,8 @@ fn diff_reports_added_removed_modified_type_and_metadata_changes() {
     // A snapshot against itself: nothing.
     let same = env.json(&["diff", "latest", "latest"]);
     assert_eq!(same["changes"].as_array().unwrap().len(), 0);
-    // A file is not a tree.
+    // A file is not a tree: a usage error.
     let o = env.run(&["diff", &format!("latest:{s}/edit.txt"), "latest"]);
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("is not a directory"), "{}", stderr(&o));
 }

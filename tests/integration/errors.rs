@@ -178,7 +178,12 @@ fn locks_block_and_stale_locks_are_reported_then_removed() {
     let env = Env::new(&[]);
     let src = env.path("src");
     write(&src.join("a"), b"a");
-    let repo = Repository::open(&env.repo, PASSWORD.as_bytes(), &env.path("cache-lib")).unwrap();
+    let repo = Repository::open(
+        &env.repo.as_path().into(),
+        PASSWORD.as_bytes(),
+        &env.path("cache-lib"),
+    )
+    .unwrap();
     // A live exclusive lock (this test process holds it) blocks a backup: exit 11.
     let guard = LockGuard::take(repo.backend().clone(), repo.key(), true).unwrap();
     let o = env.run(&["backup", src.to_str().unwrap()]);

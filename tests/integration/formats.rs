@@ -140,6 +140,7 @@ proptest! {
             host, user: "root".into(), paths, tags, kind: BackupKind::Differential, parent, tree,
             incomplete: !errs.is_empty(), errors: errs.into_iter().map(|(path, message)| SourceError { path, message }).collect(),
             summary: Summary { files_new: n, bytes_added: n / 3, ..Summary::default() }, program: "snap test".into(), mysql: if n % 2 == 0 { None } else { Some(snap::snapshot::MysqlSummary { source: "db:3306".into(), server: "MariaDB 10.11".into(), binlog_position: Some(n), lock_ms: 1.5, tables: n, ..Default::default() }) }, binlog: None,
+            original: parent.map(|p| Id([p.0[0] ^ 1; 32])),
         };
         let k = key();
         prop_assert_eq!(Snapshot::decode(&k, &s.encode(&k).unwrap()).unwrap(), s);

@@ -265,6 +265,7 @@ fn golden_snapshot() -> Snapshot {
             since: None,
             binlog_start: None,
         }),
+        original: None,
         binlog: None,
     }
 }
@@ -286,6 +287,49 @@ fn golden_snapshot_plaintext_and_file() {
         plain
     );
     assert_eq!(Snapshot::decode(&master(), &file).unwrap(), s);
+}
+
+#[test]
+fn golden_copied_snapshot_records_its_original() {
+    let g = Golden::load();
+    let plain = g.get("snapshot-copy-plain");
+    let s = Snapshot::decode_plain(plain).unwrap();
+    let want = Snapshot {
+        time: "2026-11-26T02:00:00+01:00".into(),
+        time_end: "2026-11-26T02:00:03+01:00".into(),
+        host: "web1".into(),
+        user: "root".into(),
+        paths: vec!["/srv".into()],
+        tags: vec![],
+        kind: BackupKind::Full,
+        parent: None,
+        tree: Id([0x44; 32]),
+        incomplete: false,
+        errors: vec![],
+        summary: Summary {
+            files_new: 3,
+            dirs: 1,
+            bytes_read: 5000,
+            bytes_total: 5000,
+            blobs_added: 4,
+            bytes_added: 2100,
+            bytes_added_raw: 5000,
+            packs_written: 2,
+            duration_ms: 3000,
+            ..Summary::default()
+        },
+        program: "snap 0.1.0".into(),
+        mysql: None,
+        original: Some(Id([0x55; 32])),
+        binlog: None,
+    };
+    assert_eq!(s, want);
+    assert_eq!(s.origin(Id([0x66; 32])), Id([0x55; 32]));
+    assert_eq!(hex::encode(snap::cbor::to_vec(&s)), hex::encode(plain));
+    // A backup's snapshot has no `original` key at all (the snapshot-plain example).
+    let backup = golden_snapshot();
+    assert!(backup.original.is_none());
+    assert!(!hex::encode(snap::cbor::to_vec(&backup)).contains(&hex::encode(b"original")));
 }
 
 #[test]
@@ -343,6 +387,38 @@ fn golden_lock() {
     let file = g.get("lock-file");
     assert_eq!(LockInfo::decode(&master(), file).unwrap(), l);
     check_sealed_file(Kind::Lock, file, plain, &l.encode(&master()).unwrap());
+}
+
+#[test]
+fn golden_audit_record() {
+    use snap::auditfile::{AuditRecord, Summary};
+    let g = Golden::load();
+    let plain = g.get("audit-plain");
+    let r: AuditRecord = snap::cbor::read(plain).unwrap();
+    let want = AuditRecord {
+        time: "2026-11-25T09:00:00+00:00".into(),
+        action: "forget".into(),
+        key: "66".repeat(32),
+        host: "web1".into(),
+        user: "root".into(),
+        pid: 4242,
+        ok: true,
+        error: None,
+        summary: Summary {
+            snapshots_removed: vec![Id([0x33; 32])],
+            ..Summary::default()
+        },
+    };
+    assert_eq!(r, want);
+    assert_eq!(hex::encode(snap::cbor::to_vec(&r)), hex::encode(plain));
+    let file = g.get("audit-file");
+    assert_eq!(AuditRecord::decode(&master(), file).unwrap(), r);
+    check_sealed_file(
+        Kind::AuditRecord,
+        file,
+        plain,
+        &r.encode(&master()).unwrap(),
+    );
 }
 
 #[test]
@@ -419,6 +495,55 @@ fn golden_key_file() {
     assert_eq!(
         back.open(GOLDEN_PASSWORD).unwrap().to_bytes()[..],
         master_bytes
+    );
+}
+
+#[test]
+fn golden_key_file_append_only() {
+    let g = Golden::load();
+    let bytes = g.get("key-file-append-only");
+    let kf = KeyFile::decode(bytes).unwrap();
+    assert!(kf.append_only);
+    assert_eq!(kf.encode(), bytes);
+    // The same fields as the full key file but the flag and the seal.
+    let full = KeyFile::decode(g.get("key-file")).unwrap();
+    assert!(!full.append_only);
+    assert_eq!(
+        KeyFile {
+            sealed: full.sealed.clone(),
+            append_only: false,
+            ..kf.clone()
+        },
+        full
+    );
+    // `sealed` = the master key under the argon2id key, AD = H(2) ‖ salt ‖ "append-only".
+    let mut key_ad = envelope::header(Kind::Key).to_vec();
+    key_ad.extend_from_slice(&kf.salt);
+    key_ad.extend_from_slice(b"append-only");
+    let master_bytes: Vec<u8> = (0u8..64).collect();
+    let want = seal_fixed(
+        &golden_kdf_key(&kf.salt),
+        nonce(Kind::Key),
+        &key_ad,
+        &master_bytes,
+    );
+    assert_eq!(hex::encode(&kf.sealed), hex::encode(want));
+    assert_eq!(
+        &kf.open(GOLDEN_PASSWORD).unwrap().to_bytes()[..],
+        master_bytes
+    );
+    // Clearing the flag does not give a full key.
+    let cleared = KeyFile {
+        append_only: false,
+        ..kf.clone()
+    };
+    assert!(cleared.open(GOLDEN_PASSWORD).is_err());
+    let new = KeyFile::create_with(&master(), GOLDEN_PASSWORD, 19456, 1, true).unwrap();
+    assert!(
+        KeyFile::decode(&new.encode())
+            .unwrap()
+            .open(GOLDEN_PASSWORD)
+            .is_ok()
     );
 }
 

@@ -49,7 +49,11 @@ fn add_remove_and_change_passwords() {
         .unwrap()
         .to_string();
     let o = env.run(&["key", "remove", &first_id[..10]]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a refused request is a usage error"
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("key in use"));
     let o = env
         .cmd(&["key", "remove", &first_id[..10]])
@@ -68,7 +72,7 @@ fn add_remove_and_change_passwords() {
         .env("SNAP_PASSWORD", "second")
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     // passwd: the new password works, the old does not.
     let o = env
         .cmd(&["key", "passwd", "--kdf-memory-kib", "19456"])

@@ -4,13 +4,17 @@
 mod common;
 
 mod all_kinds;
+mod append_only;
+mod audit;
 mod backup_kinds;
 mod check_subset;
 mod confinement;
+mod copy;
 mod corruption;
 mod crash;
 mod diff;
 mod errors;
+mod fault_proxy;
 mod forget;
 mod formats;
 mod golden;
@@ -25,4 +29,7 @@ mod mysql_common;
 mod mysql_hardening;
 mod parallel_walk;
 mod prune;
+mod remote;
+mod remote_faults;
+mod servers;
 mod untrusted;

@@ -261,17 +261,27 @@ fn sigkill_at_many_moments_leaves_a_repository_the_next_prune_finishes() {
     let keep_src = env.path("keep");
     make_files(&keep_src, 0..6, 200 * 1024);
     let keep = env.backup_id(&keep_src);
-    let mut delay = Duration::from_millis(5);
-    let mut killed_mid = 0;
-    let (mut mid_delete, mut marked_only) = (0, 0);
-    for k in 0..30u64 {
-        // Garbage for this round: a snapshot sharing data with `keep`, then removed.
+    // Garbage for a round: a snapshot sharing data with `keep`, then removed.
+    let garbage = |k: u64| {
         let g = env.path(&format!("g{k}"));
         make_files(&g, [0, 1], 200 * 1024);
         make_files(&g, (0..6).map(|j| 1000 + k * 10 + j), 300 * 1024);
         let gid = env.backup_id(&g);
         env.remove_snapshot(&gid);
         std::fs::remove_dir_all(&g).unwrap();
+    };
+    // How long a whole prune takes on this machine, now (a loaded CI machine is many times
+    // slower than an idle one). The kill moment then follows the machine: a kill that came
+    // after the prune ended moves the next one earlier, one that cut it off moves it later, so
+    // the kills settle around the prune's last phases (mark, delete) whatever the speed.
+    garbage(99);
+    let t = std::time::Instant::now();
+    env.ok(&["-q", "prune", "--grace", "0", "--max-unused", "0%"]);
+    let mut delay = t.elapsed() / 2;
+    let mut killed_mid = 0;
+    let (mut mid_delete, mut marked_only) = (0, 0);
+    for k in 0..30u64 {
+        garbage(k);
         let mut child = env
             .cmd(&["-q", "prune", "--grace", "0", "--max-unused", "0%"])
             .spawn()
@@ -282,6 +292,9 @@ fn sigkill_at_many_moments_leaves_a_repository_the_next_prune_finishes() {
         let st = child.wait().unwrap();
         if st.code().is_none() {
             killed_mid += 1;
+            delay = delay * 6 / 5;
+        } else {
+            delay = delay * 3 / 5;
         }
         // Which phase the kill hit, read from the record: marks written, or packs listed
         // deleted that are still present (between the record and the removals).
@@ -308,7 +321,6 @@ fn sigkill_at_many_moments_leaves_a_repository_the_next_prune_finishes() {
             vec![keep.clone()],
             "kill {k}: snapshot lost"
         );
-        delay += Duration::from_millis(2);
     }
     eprintln!(
         "{killed_mid} of 30 kills hit a running prune; {marked_only} left marks only, \

@@ -160,6 +160,7 @@ fn untrusted_existing_key_below_the_floor_still_opens() {
         user: "old".into(),
         created: "2026-01-01T00:00:00+00:00".into(),
         sealed,
+        append_only: false,
     };
     assert!(old.below_floor());
     let bytes = old.encode();

@@ -588,6 +588,7 @@ fn snap(time: &str, host: &str, paths: &[&str], tags: &[&str]) -> Snapshot {
         summary: Summary::default(),
         program: "snap test".into(),
         mysql: None,
+        original: None,
         binlog: None,
     }
 }
