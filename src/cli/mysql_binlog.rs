@@ -34,6 +34,10 @@ pub struct ArchiveArgs {
     /// Say how long until the server purges logs not yet archived
     #[arg(long)]
     warn_purge: bool,
+    /// Archive under this name instead of the server's address (for a server that replaced
+    /// another at the same address with its own binary-log history)
+    #[arg(long, value_name = "NAME")]
+    archive: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -176,7 +180,13 @@ fn warn_gaps(ctx: &Ctx, gaps: &[BinlogGap]) -> Result<()> {
 pub fn archive(ctx: &Ctx, a: ArchiveArgs) -> Result<u8> {
     let target = a.conn.target(a.url.as_deref())?;
     let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Backup)?;
+    // a one-shot run holds the lock throughout; a follower takes it per flush (see
+    // ArchiveOptions::lock_per_flush)
+    let _lock = if a.follow {
+        None
+    } else {
+        Some(ctx.lock(&mut repo, Operation::Backup)?)
+    };
     let opts = ArchiveOptions {
         target,
         follow: a.follow,
@@ -184,6 +194,8 @@ pub fn archive(ctx: &Ctx, a: ArchiveArgs) -> Result<u8> {
         replica_id: a.replica_id,
         host: None,
         work_dir: repo.cache_dir().join("work"),
+        name: a.archive.clone(),
+        lock_per_flush: a.follow.then(|| ctx.interrupt.clone()),
     };
     let report = binlog::archive(&mut repo, &opts, &ctx.interrupt)?;
     if ctx.json {

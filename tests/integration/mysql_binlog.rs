@@ -317,6 +317,12 @@ fn follow_survives_flush_and_sigkill_without_loss_or_duplication() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
     s.exec("FLUSH BINARY LOGS");
+    // a follower holds the repository lock only while it flushes: forget's exclusive lock
+    // gets in between
+    snap_ok(
+        &env,
+        &["forget", "--keep-last", "100000", "--lock-wait", "5s"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     s.exec("FLUSH BINARY LOGS");
     std::thread::sleep(Duration::from_millis(800));
@@ -740,4 +746,48 @@ fn recovery_point_after_losing_the_server() {
         "{back} of {} came back",
         commits.len()
     );
+}
+
+const SWITCH: u16 = 3436;
+
+/// Another server (its own binlog history, the same file names, the same server_id) takes over
+/// the address: the archive refuses to append its bytes to the old server's files, and archives
+/// it under a new name when asked.
+#[test]
+fn another_history_at_the_same_address_is_refused_not_appended() {
+    let a = server(SWITCH);
+    a.reset_binlog();
+    a.exec("DROP DATABASE IF EXISTS sw");
+    a.exec("CREATE DATABASE sw");
+    a.exec("CREATE TABLE sw.r (id BIGINT PRIMARY KEY)");
+    a.exec("INSERT INTO sw.r VALUES (1)");
+    let env = env_for(a);
+    let url = a.url_nopass();
+    snap_ok(&env, &["mysql", "archive", &url]);
+    crate::mysql_common::stop_sandbox(&a.dir);
+    let bdir = std::path::PathBuf::from(crate::mysql_common::ROOT).join(format!("srv-{SWITCH}-b"));
+    let _ = std::fs::remove_dir_all(&bdir);
+    let b = crate::mysql_common::sandbox_at(&bdir, SWITCH);
+    b.exec("CREATE DATABASE IF NOT EXISTS other");
+    b.exec("CREATE TABLE other.big (id BIGINT PRIMARY KEY, v TEXT)");
+    b.exec("INSERT INTO other.big SELECT seq, REPEAT('b', 500) FROM other.seq_1_to_200");
+    let o = snap(&env, &["mysql", "archive", &url]);
+    assert_eq!(code(&o), 26, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("another binary-log history"),
+        "{}",
+        stderr(&o)
+    );
+    snap_ok(
+        &env,
+        &["mysql", "archive", &url, "--archive", "db1-after-failover"],
+    );
+    let tl = snap_json(
+        &env,
+        &["mysql", "timeline", "--archive", "db1-after-failover"],
+    );
+    assert_eq!(tl["stretches"].as_array().unwrap().len(), 1, "{tl}");
+    // the first server comes back for later runs of this test
+    crate::mysql_common::stop_sandbox(&bdir);
+    crate::mysql_common::sandbox_at(&a.dir, SWITCH);
 }

@@ -327,3 +327,42 @@ impl Server {
         std::fs::read(self.dir.join("data").join(file)).unwrap()
     }
 }
+
+/// A sandbox in `dir` on `port`, outside the per-port map (a second server taking over an
+/// address another test server had): started now, stopped at exit like the others.
+pub fn sandbox_at(dir: &Path, port: u16) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("start")
+        .arg(dir)
+        .arg(port.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sandbox {} on {port}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop_at_exit(dir);
+    Server {
+        port,
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// Stops a sandbox now (clean shutdown).
+pub fn stop_sandbox(dir: &Path) {
+    let out = Command::new("bash")
+        .arg(script())
+        .arg("stop")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

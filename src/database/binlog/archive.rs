@@ -46,6 +46,12 @@ pub struct ArchiveOptions {
     pub host: Option<String>,
     /// Where the copy's private working directory goes.
     pub work_dir: PathBuf,
+    /// The archive's name; default [`source_name`] of the target.
+    pub name: Option<String>,
+    /// Take the repository's shared lock for each flush instead of relying on one held by the
+    /// caller for the whole run (`--follow` runs for days: a lock held that long would keep
+    /// `forget` and `prune` out forever). The flag is the interrupt the lock raises when lost.
+    pub lock_per_flush: Option<std::sync::Arc<AtomicBool>>,
 }
 
 /// What a run did.
@@ -131,6 +137,17 @@ fn resume_point(
     Ok((first, 4, GtidState::new(), gaps))
 }
 
+/// The archived format description event's timestamp of `file` (its first range's first
+/// event), to recognise the same file when resuming inside it.
+fn created_time(chain: &Chain, file: &str) -> Option<u32> {
+    chain
+        .ranges(file)?
+        .first()
+        .filter(|r| r.seg.start == 0)?
+        .seg
+        .first_time
+}
+
 /// `0-1-5,1-2-9` back into a state.
 pub fn parse_state(s: &str) -> GtidState {
     s.split(',')
@@ -151,7 +168,7 @@ struct Pending {
 
 /// The running state of one archive run.
 struct Run<'a> {
-    repo: &'a Repository,
+    repo: &'a mut Repository,
     opts: &'a ArchiveOptions,
     server: ServerLogs,
     source: String,
@@ -283,6 +300,21 @@ impl Run<'_> {
             binlog: Some(record),
             ..StreamSnapshot::default()
         };
+        // between flushes nothing of this run is in the repository, so no lock is needed; for
+        // the write, the lock, and (as every writer does after taking it) the index brought up
+        // to date with what a prune may have removed meanwhile
+        let _lock = match &self.opts.lock_per_flush {
+            Some(flag) => {
+                let g = crate::repo::lock::LockGuard::for_op(
+                    self.repo,
+                    crate::repo::lock::Operation::Backup,
+                    flag.clone(),
+                )?;
+                self.repo.sync_index()?;
+                Some(g)
+            }
+            None => None,
+        };
         let out = archiver::save_streams(self.repo, BINLOG_DIR, |sink| {
             for p in &pending {
                 let mut w = sink.create(&format!("{}/{}", p.file, p.start))?;
@@ -318,7 +350,10 @@ pub fn archive(
     interrupt: &AtomicBool,
 ) -> Result<ArchiveReport> {
     let server = ServerLogs::query(&opts.target)?;
-    let source = source_name(&opts.target);
+    let source = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| source_name(&opts.target));
     let all = repo.snapshots()?;
     let chain = Chain::from_snapshots(&all, &source);
     let (file, pos, state, gaps) = resume_point(&chain, &server, &now())?;
@@ -352,6 +387,7 @@ pub fn archive(
             file: durable_at.0.clone(),
             pos: durable_at.1,
             follow: opts.follow.then_some(opts.replica_id),
+            created: created_time(&chain, &durable_at.0),
         };
         let mut copy = RawCopy::start(&opts.target, &from, &opts.work_dir)?;
         run.at = durable_at.clone();

@@ -127,6 +127,8 @@ fn range(
         replica_id: 0,
         host: opts.host.clone(),
         work_dir: repo.cache_dir().join("work"),
+        name: None,
+        lock_per_flush: None,
     };
     let report = archive::archive(repo, &arch, interrupt)?;
     if let Some(g) = report.gaps.first() {

@@ -31,6 +31,11 @@ pub struct CopyFrom {
     pub pos: u64,
     /// Stay connected after the last file's end (`--stop-never`), as replica `replica_id`.
     pub follow: Option<u32>,
+    /// When resuming inside `file`: the timestamp of the format description event the archive
+    /// holds for it (the file's creation time). The server resends that event on resume; another
+    /// timestamp means a different file under the same name (a failover to a server with another
+    /// history), and the copy refuses to continue it.
+    pub created: Option<u32>,
 }
 
 /// A running copy: the child and the reader of its output.
@@ -40,6 +45,7 @@ pub struct RawCopy {
     /// The file being read, its reader and how far into the local copy it has read.
     cur: Cursor,
     stderr: PathBuf,
+    created: Option<u32>,
 }
 
 struct Cursor {
@@ -109,6 +115,7 @@ impl RawCopy {
             dir,
             cur: Cursor::new(&from.file, from.pos),
             stderr,
+            created: from.created,
         })
     }
 
@@ -208,6 +215,17 @@ impl RawCopy {
             let skip = 4 + h.size as usize;
             if buf.len() < skip {
                 return Ok(None);
+            }
+            if let Some(want) = self.created
+                && want != h.timestamp
+            {
+                return Err(Error::ArchiveGap {
+                    count: 1,
+                    first: format!(
+                        "server-switch: the server's {} was created at {} but the archived one at {}: another binary-log history under the same name (archive this server under a new name with --archive NAME)",
+                        self.cur.reader.file, h.timestamp, want
+                    ),
+                });
             }
             // the reader learns the checksum setting from it, then continues at the position
             self.cur
