@@ -1,42 +1,62 @@
 #!/usr/bin/env bash
-# bench-s3.sh [WORKROOT] [SIZE] -- snap and restic against the same local S3 server (moto_server on
-# 127.0.0.1), same run, on the shared corpus (default 2G): backup1, a no-change backup, restore.
-# Wall time and peak RSS of each, the requests each made (counted from the server's access log),
-# and requests per GiB stored. Results in WORKROOT/s3/results.md.
+# bench-s3.sh [WORKROOT] [SIZE] -- snap and restic against the same local S3 server on 127.0.0.1,
+# same run, on the shared corpus (default 2G): backup1, a no-change backup, restore. Wall time and
+# peak RSS of each, the requests each made (counted by the server), and requests per GiB stored.
+# BENCH_S3_SERVER=garage (default: a one-node Garage, ../shared/scripts/garage-cluster.sh; requests
+# from its metrics) or moto (moto_server; requests from its access log: a Python server that
+# spends a core of its own on every byte, so both clients wait on it). Results in
+# WORKROOT/s3/results-SERVER.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/env.sh
 SHARED=${SHARED:-$(cd .. && pwd)/shared}
 ROOT=${1:-/var/tmp/bench}
 SIZE=${2:-2G}
+SERVER=${BENCH_S3_SERVER:-garage}
 PORT=${BENCH_S3_PORT:-9400}
 command -v restic >/dev/null || apt-get install -y -qq restic >/dev/null
-command -v moto_server >/dev/null || python3 -m pip install -q 'moto[server]'
 [ -x "$SNAP_BIN" ] || cargo build --release --locked
 W=$ROOT/s3
 mkdir -p "$W"
 CORPUS=$W/corpus
 [ -d "$CORPUS" ] || "$SHARED/bench/make-corpus.sh" "$CORPUS" --size "$SIZE" --seed 1 >/dev/null
 rm -rf "$W/snap-cache" "$W/restic-cache" "$W/restore-"*
-LOG=$W/moto.log
-moto_server -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1 &
-MOTO=$!
-trap 'kill $MOTO 2>/dev/null; wait $MOTO 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break; sleep 0.1; done
-EP=http://127.0.0.1:$PORT
-python3 - "$EP" <<'PY'
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
+case $SERVER in
+  moto)
+    command -v moto_server >/dev/null || python3 -m pip install -q 'moto[server]'
+    LOG=$W/moto.log
+    moto_server -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1 &
+    MOTO=$!
+    trap 'kill $MOTO 2>/dev/null; wait $MOTO 2>/dev/null || true' EXIT
+    for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break; sleep 0.1; done
+    EP=http://127.0.0.1:$PORT
+    python3 - "$EP" <<'PY'
 import sys, urllib.request
 for b in ("bench-snap", "bench-restic"):
     urllib.request.urlopen(urllib.request.Request(f"{sys.argv[1]}/{b}", method="PUT"))
 PY
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_EC2_METADATA_DISABLED=true
+    export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+    SB_BUCKET=bench-snap SB_PREFIX=repo RB_BUCKET=bench-restic RB_PREFIX=repo
+    requests() { grep -c '" [0-9][0-9][0-9] ' "$LOG" || true; } ;;
+  garage)
+    G=$W/garage
+    rm -rf "$G"
+    eval "$("$SHARED/scripts/garage-cluster.sh" start "$G" 1 39400)"
+    trap '"$SHARED/scripts/garage-cluster.sh" stop "$G" >/dev/null 2>&1 || true' EXIT
+    EP=$AWS_ENDPOINT_URL
+    SB_BUCKET=$SNAP_TEST_S3_BUCKET SB_PREFIX=bench-snap RB_BUCKET=$SNAP_TEST_S3_BUCKET RB_PREFIX=bench-restic
+    requests() {
+      curl -s http://127.0.0.1:39413/metrics |
+        awk '/^api_s3_request_counter/ { s += $NF } END { printf "%d", s }'
+    } ;;
+  *) echo "BENCH_S3_SERVER is moto or garage" >&2; exit 2 ;;
+esac
 export SNAP_PASSWORD=bench RESTIC_PASSWORD=bench SNAP_CACHE_DIR=$W/snap-cache RESTIC_CACHE_DIR=$W/restic-cache
-SNAP_R=s3://bench-snap/repo
-RESTIC_R=s3:$EP/bench-restic/repo
-snap() { "$SNAP_BIN" -r "$SNAP_R" --s3-endpoint "$EP" "$@"; }
+SNAP_R=s3://$SB_BUCKET/$SB_PREFIX
+RESTIC_R=s3:$EP/$RB_BUCKET/$RB_PREFIX
+SNAP=("$SNAP_BIN" -r "$SNAP_R" --s3-endpoint "$EP")
 
-requests() { grep -c '" [0-9][0-9][0-9] ' "$LOG" || true; }
 # run NAME CMD...: wall time, peak RSS (KiB) and requests of one command, appended to $W/runs
 : > "$W/runs"
 run() {
@@ -48,37 +68,38 @@ run() {
   read -r t m < "$W/time"
   echo "$name $t $m $((after - before))" >> "$W/runs"
 }
-snap init --kdf-memory-kib 65536 >/dev/null
+"${SNAP[@]}" init --kdf-memory-kib 65536 >/dev/null
 restic init -q -r "$RESTIC_R" >/dev/null
-run snap-backup1 snap backup -q "$CORPUS"
+run snap-backup1 "${SNAP[@]}" backup -q "$CORPUS"
 run restic-backup1 restic backup -q -r "$RESTIC_R" "$CORPUS"
-run snap-nochange snap backup -q "$CORPUS"
+run snap-nochange "${SNAP[@]}" backup -q "$CORPUS"
 run restic-nochange restic backup -q -r "$RESTIC_R" "$CORPUS"
-run snap-restore snap restore -q latest --target "$W/restore-snap"
+run snap-restore "${SNAP[@]}" restore -q latest --target "$W/restore-snap"
 run restic-restore restic restore -q -r "$RESTIC_R" latest --target "$W/restore-restic"
 python3 "$PWD/scripts/manifest.py" "$CORPUS" > "$W/m-src"
 python3 "$PWD/scripts/manifest.py" "$W/restore-snap$CORPUS" > "$W/m-snap"
 cmp "$W/m-src" "$W/m-snap" || { echo "snap restore differs" >&2; exit 1; }
 stored() {
-  python3 - "$EP" "$1" <<'PY'
-import sys, boto3
-s3 = boto3.client("s3", endpoint_url=sys.argv[1])
+  python3 - "$EP" "$1" "$2" <<'PY'
+import os, sys, boto3
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name=os.environ["AWS_REGION"])
 total = 0
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2]):
+pages = s3.get_paginator("list_objects_v2").paginate(Bucket=sys.argv[2], Prefix=sys.argv[3] + "/")
+for page in pages:
     total += sum(o["Size"] for o in page.get("Contents", []))
 print(total)
 PY
 }
-SB=$(stored bench-snap); RB=$(stored bench-restic)
+SB=$(stored "$SB_BUCKET" "$SB_PREFIX"); RB=$(stored "$RB_BUCKET" "$RB_PREFIX")
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
-python3 - "$W/runs" "$SB" "$RB" "$SIZE" "$cpu" <<'PY' | tee "$W/results.md"
+python3 - "$W/runs" "$SB" "$RB" "$SIZE" "$cpu" "$SERVER" <<'PY' | tee "$W/results-$SERVER.md"
 import sys
 runs = {}
 for l in open(sys.argv[1]):
     n, t, m, r = l.split()
     runs[n] = (float(t), int(m) // 1024, int(r))
 sb, rb = int(sys.argv[2]), int(sys.argv[3])
-print(f"corpus {sys.argv[4]}, moto_server on 127.0.0.1, CPU: {sys.argv[5]}, {__import__('os').cpu_count()} cores\n")
+print(f"corpus {sys.argv[4]}, {sys.argv[6]} on 127.0.0.1, CPU: {sys.argv[5]}, {__import__('os').cpu_count()} cores\n")
 print("| phase | snap s | restic s | restic/snap | snap RSS MiB | restic RSS MiB | snap requests | restic requests |")
 print("|---|---|---|---|---|---|---|---|")
 for p in ("backup1", "nochange", "restore"):

@@ -182,14 +182,17 @@ pub fn seal_blob(
     data: &[u8],
     level: i32,
 ) -> Result<SealedBlob, CryptoError> {
-    let (compression, packed) = compress_with_room(data, level, NONCE_LEN, TAG_LEN);
-    let sealed = match packed {
+    use crate::stages::{Stage, time};
+    let (compression, packed) = time(Stage::Compress, data.len() as u64, || {
+        compress_with_room(data, level, NONCE_LEN, TAG_LEN)
+    });
+    let sealed = time(Stage::Seal, data.len() as u64, || match packed {
         Some(mut buf) => {
             envelope::seal_bound_in_place(key, btype.kind(), Some(&id), &mut buf)?;
-            buf
+            Ok(buf)
         }
-        None => envelope::seal_bound(key, btype.kind(), Some(&id), data)?,
-    };
+        None => envelope::seal_bound(key, btype.kind(), Some(&id), data),
+    })?;
     Ok(SealedBlob {
         id,
         btype,
@@ -208,17 +211,22 @@ pub fn open_blob_owned(
     raw_len: usize,
     mut sealed: Vec<u8>,
 ) -> Result<Vec<u8>, String> {
-    let r = envelope::open_bound_in_place(key, btype.kind(), Some(id), &mut sealed)
-        .map_err(|e| e.to_string())?;
+    use crate::stages::{Stage, time};
+    let r = time(Stage::Seal, sealed.len() as u64, || {
+        envelope::open_bound_in_place(key, btype.kind(), Some(id), &mut sealed)
+    })
+    .map_err(|e| e.to_string())?;
     let plain = match compression {
-        Compression::Zstd => zstd_decompress(&sealed[r], raw_len)?,
+        Compression::Zstd => time(Stage::Compress, raw_len as u64, || {
+            zstd_decompress(&sealed[r], raw_len)
+        })?,
         Compression::None => {
             sealed.truncate(r.end);
             sealed.drain(..r.start);
             decompress(sealed, Compression::None, raw_len)?
         }
     };
-    if key.blob_id(&plain) != *id {
+    if time(Stage::Hash, plain.len() as u64, || key.blob_id(&plain)) != *id {
         return Err("content does not hash to the blob id".into());
     }
     Ok(plain)

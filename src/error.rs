@@ -163,6 +163,15 @@ impl Error {
         matches!(self.root(), Error::AppendOnly { .. })
     }
 
+    /// A file the backend was asked for does not exist (on disk or in the store).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            Error::Storage { failure, .. } => *failure == StorageFailure::NotFound,
+            _ => false,
+        }
+    }
+
     pub fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
         Error::Io {
             what,

@@ -25,6 +25,7 @@ pub mod prunefile;
 pub mod reach;
 pub mod secrets;
 pub mod snapshot;
+pub mod stages;
 pub mod tree;
 
 #[cfg(feature = "rocksdb")]

@@ -9,10 +9,12 @@
 mod binlog;
 mod db;
 mod saver;
+mod scan;
 mod walker;
 
 pub use binlog::{StreamSnapshot, save_streams};
 pub use db::{MYSQL_DIR, MysqlSource};
+pub use scan::scan;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -56,6 +58,10 @@ pub struct BackupProgress {
     pub bytes_seen: AtomicU64,
     pub errors: AtomicU64,
     pub current: Mutex<String>,
+    /// Totals from [`scan`], counted while the backup runs; final once `scanned` is set.
+    pub total_files: AtomicU64,
+    pub total_bytes: AtomicU64,
+    pub scanned: AtomicBool,
 }
 
 /// A database part whose blobs are already in the repository.

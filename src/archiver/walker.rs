@@ -42,6 +42,7 @@ use crate::repo::Repository;
 use crate::snapshot::{SourceError, Summary};
 use crate::source::files;
 use crate::source::readahead::ReadAhead;
+use crate::stages::{self, Stage};
 use crate::tree::{Extent, Node, NodeKind, Tree};
 
 /// Files a walker asks its read-ahead for beyond the one it is reading (the reader prefetches
@@ -169,13 +170,13 @@ pub(super) fn walk(
     std::thread::scope(|scope| {
         let (stop_tx, stop_rx) = bounded::<()>(0);
         let helpers: Vec<_> = (1..WALKERS)
-            .map(|_| {
-                let w = Walker::new(shared, scope);
+            .map(|i| {
+                let w = Walker::new(shared, scope, i);
                 let stop = stop_rx.clone();
                 scope.spawn(move || w.help(&stop))
             })
             .collect();
-        let mut main = Walker::new(shared, scope);
+        let mut main = Walker::new(shared, scope, 0);
         // The root's subdirectories are the best to share out: let the helpers get ready.
         for _ in 0..100 {
             if shared.idle.load(Ordering::SeqCst) + 1 >= WALKERS {
@@ -240,6 +241,9 @@ fn unchanged(old: &Node, md: &std::fs::Metadata) -> bool {
 
 struct Walker<'a, 's> {
     shared: &'a Shared<'a, 's>,
+    /// Which pack stream this walker's chunks go to (see `saver`): each walker fills packs of
+    /// its own, so a pack holds one subtree's files in walk order.
+    stream: usize,
     reader: ReadAhead,
     chunker: Chunker,
     summary: Summary,
@@ -247,9 +251,14 @@ struct Walker<'a, 's> {
 }
 
 impl<'a, 's> Walker<'a, 's> {
-    fn new<'scope>(shared: &'a Shared<'a, 's>, scope: &'scope Scope<'scope, '_>) -> Self {
+    fn new<'scope>(
+        shared: &'a Shared<'a, 's>,
+        scope: &'scope Scope<'scope, '_>,
+        stream: usize,
+    ) -> Self {
         Walker {
             shared,
+            stream,
             reader: ReadAhead::start(scope),
             chunker: Chunker::new(shared.repo.config().chunker),
             summary: Summary::default(),
@@ -394,6 +403,7 @@ impl<'a, 's> Walker<'a, 's> {
 
     fn dir_nodes(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Vec<(Node, Pending)>> {
         self.check_interrupt()?;
+        let listing = std::time::Instant::now();
         let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
         match std::fs::read_dir(path) {
             Ok(rd) => {
@@ -420,6 +430,7 @@ impl<'a, 's> Walker<'a, 's> {
         // back in name order at the end.
         let (dirs, others): (Vec<_>, Vec<_>) =
             entries.partition(|(_, _, md)| md.as_ref().is_ok_and(|m| m.is_dir()));
+        stages::add(Stage::Walk, listing, 0);
         let mut asked_links = HashSet::new();
         let mut asked = 0;
         let mut nodes = Vec::with_capacity(others.len() + dirs.len());
@@ -662,8 +673,11 @@ impl<'a, 's> Walker<'a, 's> {
     ) -> Result<Vec<(usize, PendingId)>, ReadError> {
         let progress = self.shared.progress;
         *progress.current.lock().unwrap_or_else(|e| e.into_inner()) = path.display().to_string();
-        let mut src = self.reader.open(path, md)?;
-        let regions = src.regions().to_vec();
+        let mut src = stages::TimedRead {
+            inner: self.reader.open(path, md)?,
+            nanos: 0,
+        };
+        let regions = src.inner.regions().to_vec();
         let regions_end = regions.last().map(|(s, l)| s + l).unwrap_or(0);
         let mut pos = 0u64;
         let mut content = Vec::new();
@@ -675,7 +689,18 @@ impl<'a, 's> Walker<'a, 's> {
             }
             let mut region = (&mut src).take(len);
             self.chunker.reset();
-            while let Some(chunk) = self.chunker.next_chunk(&mut region)? {
+            loop {
+                // The chunker's own time is its call less the reads it made.
+                let (t, read_before) = (std::time::Instant::now(), region.get_ref().nanos);
+                let next = self.chunker.next_chunk(&mut region)?;
+                let read = region.get_ref().nanos - read_before;
+                let n = next.as_ref().map_or(0, |c| c.len() as u64);
+                stages::add_nanos(
+                    Stage::Chunk,
+                    (t.elapsed().as_nanos() as u64).saturating_sub(read),
+                    n,
+                );
+                let Some(chunk) = next else { break };
                 if self.shared.stopped() {
                     return Err(ReadError::Fatal(Error::Interrupted));
                 }
@@ -685,7 +710,7 @@ impl<'a, 's> Walker<'a, 's> {
                 let id = self
                     .shared
                     .saver
-                    .save_chunk(chunk)
+                    .save_chunk_to(self.stream, chunk)
                     .map_err(ReadError::Fatal)?;
                 chunks.push((content.len(), id));
                 content.push(Extent(Some(Id::default()), n));

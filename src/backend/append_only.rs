@@ -116,6 +116,10 @@ impl Backend for AppendOnlyBackend {
     fn request_count(&self) -> Option<(u64, u64)> {
         self.inner.request_count()
     }
+
+    fn pack_writers(&self) -> usize {
+        self.inner.pack_writers()
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,12 @@ pub trait Backend: Send + Sync {
     fn request_count(&self) -> Option<(u64, u64)> {
         None
     }
+    /// How many packs a backup writes at once. A disk needs two (one pack's fsync overlaps the
+    /// next one's write); a network store answers each PUT after a round trip and its own
+    /// durable write, so more in flight keep the link busy.
+    fn pack_writers(&self) -> usize {
+        2
+    }
 }
 
 /// The backend for a location: a directory, or a remote store with the retry settings from the

@@ -301,6 +301,12 @@ impl Backend for RemoteBackend {
         true
     }
 
+    /// Four: on the 2 GiB corpus against a local Garage, two writers spent 129–184% of the
+    /// backup's wall time waiting on PUTs while the CPU stages were idle.
+    fn pack_writers(&self) -> usize {
+        4
+    }
+
     fn request_count(&self) -> Option<(u64, u64)> {
         Some((self.requests.load(Ordering::Relaxed), self.retries()))
     }
@@ -331,13 +337,16 @@ impl Backend for RemoteBackend {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let buf = self
-            .block(
-                "read",
-                path,
-                self.op.read_with(path).range(offset..end).into_future(),
-            )
-            .map(|b| b.to_vec())?;
+        // Streamed into one buffer of the right size: a whole pack is never held twice (the
+        // response's pieces and their copy).
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        self.block("read", path, async {
+            self.op
+                .reader_with(path)
+                .await?
+                .read_into(&mut buf, offset..end)
+                .await
+        })?;
         if buf.len() as u64 != len {
             return Err(Error::corrupt(
                 path,

@@ -14,7 +14,7 @@ mod structure;
 pub mod verified;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -65,7 +65,23 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
 }
 
+/// Live counters for a progress bar: pack bytes to read (known once the packs are listed) and
+/// read so far.
+#[derive(Default)]
+pub struct CheckProgress {
+    pub bytes_total: AtomicU64,
+    pub bytes_read: AtomicU64,
+}
+
 pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
+    check_with_progress(repo, read, &CheckProgress::default())
+}
+
+pub fn check_with_progress(
+    repo: &mut Repository,
+    read: ReadData,
+    progress: &CheckProgress,
+) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let mut damage = affected::Damage {
         packs: HashMap::new(),
@@ -87,7 +103,7 @@ pub fn check(repo: &mut Repository, read: ReadData) -> Result<CheckReport> {
     }
     attribute_missing(repo, walk.missing, &mut report, &mut damage)?;
 
-    let indexed = check_packs(repo, read, &mut report, &mut damage)?;
+    let indexed = check_packs(repo, read, &mut report, &mut damage, progress)?;
     let mut unref: Vec<String> = indexed
         .keys()
         .filter(|p| !walk.used_packs.contains(p) && !damage.packs.contains_key(p))
@@ -105,6 +121,7 @@ fn check_packs(
     read: ReadData,
     report: &mut CheckReport,
     damage: &mut affected::Damage,
+    progress: &CheckProgress,
 ) -> Result<HashMap<Id, u64>> {
     let indexed = repo.index().packs()?;
     let present: HashMap<Id, u64> = repo
@@ -118,12 +135,18 @@ fn check_packs(
     let mut verified = verified::Verified::load(repo.cache_dir());
     let ids: Vec<Id> = all.iter().map(|p| p.0).collect();
     let to_read: HashSet<Id> = verified.select(&ids, read).into_iter().collect();
-    let bytes = AtomicU64::new(0);
+    let total: u64 = all
+        .iter()
+        .filter(|(id, ..)| to_read.contains(id))
+        .map(|(_, i, p)| p.or(*i).unwrap_or(0))
+        .sum();
+    progress.bytes_total.store(total, Ordering::Relaxed);
+    let bytes = &progress.bytes_read;
     let outcomes: Vec<(Id, packs::Outcome)> = all
         .par_iter()
         .map(|(id, i, p)| {
             let read = to_read.contains(id);
-            (*id, packs::check_pack(repo, id, *i, *p, read, &bytes))
+            (*id, packs::check_pack(repo, id, *i, *p, read, bytes))
         })
         .collect();
     let mut intact = Vec::new();
@@ -141,7 +164,7 @@ fn check_packs(
             }
         }
     }
-    report.bytes_read = bytes.into_inner();
+    report.bytes_read = bytes.load(Ordering::Relaxed);
     let mut read_list: Vec<String> = to_read.iter().map(pack_path).collect();
     read_list.sort();
     report.packs_read = read_list;

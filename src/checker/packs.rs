@@ -93,7 +93,9 @@ fn agree_with_index(repo: &Repository, id: &Id, entries: &[PackEntry]) -> Option
 
 fn read_pack(repo: &Repository, id: &Id, size: u64, bytes: &AtomicU64) -> Outcome {
     let path = crate::backend::pack_path(id);
-    let data = match repo.backend().read(&path) {
+    let data = match crate::stages::time(crate::stages::Stage::Fetch, size, || {
+        repo.backend().read(&path)
+    }) {
         Ok(d) => d,
         Err(e) => return Outcome::Pack(e.to_string()),
     };
@@ -104,7 +106,9 @@ fn read_pack(repo: &Repository, id: &Id, size: u64, bytes: &AtomicU64) -> Outcom
             data.len()
         ));
     }
-    let actual = Id::of_file_bytes(&data);
+    let actual = crate::stages::time(crate::stages::Stage::Hash, size, || {
+        Id::of_file_bytes(&data)
+    });
     let renamed =
         (actual != *id).then(|| format!("content does not hash to its name (it is {actual})"));
     let entries = match pack::read_whole(repo.key(), &data) {

@@ -116,19 +116,31 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let mut repo = ctx.open()?;
     let _lock = ctx.lock(&mut repo, Operation::Backup)?;
     let progress = Arc::new(BackupProgress::default());
+    // Sizes counted ahead, for percent done and time left; only for a person watching.
+    let scan_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if ctx.show_progress() {
+        let (p, stop) = (progress.clone(), scan_stop.clone());
+        let (paths, excludes) = (opts.paths.clone(), snap::archiver::globset(&opts.excludes)?);
+        std::thread::spawn(move || snap::archiver::scan(&paths, &excludes, &p, &stop));
+    }
     let p = progress.clone();
     let ticker = Ticker::start(
         ctx.show_progress(),
-        "{spinner} {elapsed_precise} {msg}",
+        "{spinner} {elapsed_precise} [{bar:25}] {percent:>3}% {bytes}/{total_bytes} ETA {eta} {msg}",
         move |bar| {
+            let seen = p.bytes_seen.load(Ordering::Relaxed);
+            let scanned = p.scanned.load(Ordering::Relaxed);
+            bar.set_length(p.total_bytes.load(Ordering::Relaxed).max(seen));
+            bar.set_position(seen);
             bar.set_message(format!(
-                "{} files, {} read, {} errors  {}",
+                "{} of {}{} files, {} read, {} errors  {}",
                 p.files.load(Ordering::Relaxed),
+                if scanned { "" } else { "≥" },
+                p.total_files.load(Ordering::Relaxed),
                 bytes(p.bytes_read.load(Ordering::Relaxed)),
                 p.errors.load(Ordering::Relaxed),
                 p.current.lock().map(|c| c.clone()).unwrap_or_default()
             ));
-            bar.tick();
         },
     );
     let out = snap::database::binlog::incremental::backup(
@@ -139,6 +151,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         &ctx.interrupt,
     );
     drop(ticker);
+    scan_stop.store(true, Ordering::Relaxed);
     let (out, notes) = out?;
     ctx.notes(&notes.notes);
     let (s, sum) = (&out.snapshot, &out.snapshot.summary);
@@ -182,10 +195,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
             break;
         }
     }
+    // Requests to a remote repository (and how many were retries): what a transient fault cost,
+    // and what the run will cost at a provider that bills per request.
+    let requests = repo.backend().request_count();
     if ctx.json {
         let mut j = serde_json::json!({"id": out.id.to_hex(), "snapshot": s});
         if !copy_to.is_empty() {
             j["copies"] = serde_json::json!(copies);
+        }
+        if let Some((n, retried)) = requests {
+            j["storage"] = serde_json::json!({"requests": n, "retries": retried});
         }
         println!("{j}");
     } else if !ctx.quiet {
@@ -206,6 +225,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
             if s.incomplete { ", INCOMPLETE" } else { "" },
             sum.duration_ms as f64 / 1000.0
         );
+        if let Some((n, retried)) = requests {
+            println!("storage: {n} requests to {primary}, {retried} of them retries");
+        }
         if let Some(m) = s.mysql.as_ref().filter(|m| !m.kind.is_full()) {
             println!(
                 "database {} ({}): binary logs {} .. {}:{} ({}), on full {}",

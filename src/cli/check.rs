@@ -54,7 +54,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         (false, None) => ReadData::None,
     };
     let opened = repo.notes.len();
-    let r = checker::check(&mut repo, read)?;
+    let progress = std::sync::Arc::new(checker::CheckProgress::default());
+    let p = progress.clone();
+    let ticker = super::progress::Ticker::start(
+        ctx.show_progress() && read != ReadData::None,
+        "{elapsed_precise} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} read and verified, ETA {eta}",
+        move |bar| {
+            use std::sync::atomic::Ordering::Relaxed;
+            bar.set_length(p.bytes_total.load(Relaxed));
+            bar.set_position(p.bytes_read.load(Relaxed));
+        },
+    );
+    let r = checker::check_with_progress(&mut repo, read, &progress);
+    drop(ticker);
+    let r = r?;
     ctx.notes(&repo.notes[opened..]);
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

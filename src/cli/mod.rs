@@ -63,6 +63,11 @@ pub struct Cli {
     /// Machine-readable output
     #[arg(long, global = true)]
     json: bool,
+    /// After the command, print where its time went, stage by stage (read, chunk, hash, index
+    /// lookup, compress, seal, pack, write, and waits on each queue) to stderr; a JSON object
+    /// with --json
+    #[arg(long, global = true)]
+    stats: bool,
     #[command(subcommand)]
     cmd: Command,
 }
@@ -230,6 +235,7 @@ pub fn run() -> Result<u8> {
         json: cli.json,
         interrupt,
     };
+    let (stats, started) = (cli.stats, snap::stages::Stages::snapshot());
     let r = match cli.cmd {
         Command::Init(a) => init::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),
@@ -251,6 +257,15 @@ pub fn run() -> Result<u8> {
         Command::Mysql(m) => mysql::run(&ctx, m),
         Command::Verify(a) => verify::run(&ctx, a),
     };
+    if stats {
+        // On stderr, so stdout stays the command's own output (one JSON document with --json).
+        let report = started.report();
+        if ctx.json {
+            eprintln!("{}", serde_json::json!({ "stages": report }));
+        } else {
+            eprintln!("{report}");
+        }
+    }
     // An operation stopped because its lock could not be kept says so, not "interrupted".
     match (r, lock::lost()) {
         (Err(_), Some(lost)) => Err(lost.into()),

@@ -51,7 +51,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let p = progress.clone();
     let ticker = Ticker::start(
         ctx.show_progress(),
-        "{elapsed_precise} [{bar:40}] {bytes}/{total_bytes} {msg}",
+        "{elapsed_precise} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} ETA {eta} {msg}",
         move |bar| {
             bar.set_length(p.bytes_total.load(Ordering::Relaxed));
             bar.set_position(p.bytes.load(Ordering::Relaxed));

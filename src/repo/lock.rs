@@ -136,8 +136,21 @@ pub fn list_locks(
     backend: &dyn Backend,
     key: &MasterKey,
 ) -> Result<Vec<(String, Option<LockInfo>)>> {
+    list_locks_except(backend, key, None)
+}
+
+/// [`list_locks`] without reading `own` (a lock this process just wrote: one request fewer on
+/// every command against a remote repository).
+fn list_locks_except(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    own: Option<&str>,
+) -> Result<Vec<(String, Option<LockInfo>)>> {
     let mut out = Vec::new();
     for (path, _) in backend.list("locks")? {
+        if Some(path.as_str()) == own {
+            continue;
+        }
         let info = backend
             .read(&path)
             .ok()
@@ -227,10 +240,7 @@ struct Want {
 
 fn conflicts(backend: &dyn Backend, key: &MasterKey, want: Want, own: Option<&str>) -> Result<()> {
     let me = (crate::hostname(), std::process::id());
-    for (path, info) in list_locks(backend, key)? {
-        if Some(path.as_str()) == own {
-            continue;
-        }
+    for (path, info) in list_locks_except(backend, key, own)? {
         match info {
             Some(i) if want.ignore_own && (i.host.clone(), i.pid) == me => {}
             Some(i) if i.exclusive || want.exclusive || (i.prune && want.prune) => {

@@ -6,6 +6,7 @@
 mod filecache;
 pub mod keys;
 pub mod lock;
+mod spans;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct Repository {
     cache_dir: PathBuf,
     /// Tree blobs and snapshot files kept locally for a remote repository.
     files: filecache::FileCache,
+    /// Read-ahead spans of packs, for a remote repository.
+    spans: Option<spans::Spans>,
     /// Things the user should know about opening (index rebuilt, damaged packs skipped).
     pub notes: Vec<String>,
 }
@@ -197,8 +200,10 @@ fn init_with(
         config.chunker = src.chunker;
         config.db_chunker = Some(src.db_chunker());
     }
-    if let Some(s) = opts.pack_size {
-        config.pack_size = s;
+    match opts.pack_size {
+        Some(s) => config.pack_size = s,
+        None if backend.is_offsite() => config.pack_size = crate::config::DEFAULT_REMOTE_PACK_SIZE,
+        None => {}
     }
     if let Some(c) = opts.compression {
         config.compression = c;
@@ -238,12 +243,17 @@ fn init_with(
 impl Repository {
     pub fn open(location: &Location, password: &[u8], cache_dir: &Path) -> Result<Repository> {
         let backend = crate::backend::open(location)?;
-        if !backend.exists("config")? {
-            // A missing bucket or a refused listing says so, rather than "no repository" (an
-            // object store answers a HEAD of a missing bucket's object with a bare 404).
-            backend.list("")?;
-            return Err(Error::NoRepository(location.to_string()));
-        }
+        // Read at once rather than asked for first (one request fewer on every command).
+        let cfg_bytes = match backend.read("config") {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                // A missing bucket or a refused listing says so, rather than "no repository"
+                // (an object store answers for a missing bucket's object with a bare 404).
+                backend.list("")?;
+                return Err(Error::NoRepository(location.to_string()));
+            }
+            Err(e) => return Err(e),
+        };
         let (key, key_path, append_only) = open_key(backend.as_ref(), password)?;
         // The one choke point for append-only sessions: everything above writes and removes
         // through this backend.
@@ -252,7 +262,10 @@ impl Repository {
         } else {
             backend
         };
-        let config = read_config(backend.as_ref(), &key)?;
+        let config = Config::decode(&key, &cfg_bytes).map_err(|e| Error::Envelope {
+            file: "config".into(),
+            source: e,
+        })?;
         let mut notes = Vec::new();
         let repo_cache = cache_dir.join(config.id.to_hex());
         for d in [cache_dir, &repo_cache] {
@@ -271,12 +284,13 @@ impl Repository {
                 (i, true, Some(tmp))
             }
         };
-        if created && temp.is_none() && !backend.list("data")?.is_empty() {
-            notes.push(format!(
+        // Said once the sync below has found packs to read (no listing of its own).
+        let rebuilt = (created && temp.is_none()).then(|| {
+            format!(
                 "index cache {} was missing; rebuilding it from pack headers",
                 index_dir.display()
-            ));
-        }
+            )
+        });
         let backend_is_offsite = backend.is_offsite();
         let mut repo = Repository {
             backend,
@@ -287,10 +301,16 @@ impl Repository {
             key_path,
             append_only,
             files: filecache::FileCache::new(backend_is_offsite.then(|| repo_cache.clone())),
+            spans: backend_is_offsite.then(spans::Spans::new),
             cache_dir: repo_cache,
             notes,
         };
         repo.sync_index()?;
+        if let Some(note) = rebuilt
+            && !repo.index.packs()?.is_empty()
+        {
+            repo.notes.insert(0, note);
+        }
         Ok(repo)
     }
 
@@ -496,6 +516,28 @@ impl Repository {
         }
     }
 
+    /// Tells a remote repository that the blob at `loc` will be read soon, so its pack can be
+    /// fetched ahead (see `spans`); nothing for a local one, whose reads the kernel reads ahead.
+    pub fn hint(&self, id: &Id) {
+        if let Some(spans) = &self.spans
+            && let Ok(Some(loc)) = self.index.get(id)
+        {
+            spans.hint(&self.backend, &self.index, &loc.pack, loc.offset as u64);
+        }
+    }
+
+    /// Tells a remote repository that queued work will read these blobs (each once), so their
+    /// packs are kept in preference to others once fetched (see `spans`).
+    pub fn expect<'a>(&self, ids: impl IntoIterator<Item = &'a Id>) {
+        if let Some(spans) = &self.spans {
+            for id in ids {
+                if let Ok(Some(loc)) = self.index.get(id) {
+                    spans.expect(&loc.pack);
+                }
+            }
+        }
+    }
+
     /// Loads, opens, decompresses and id-checks one blob.
     pub fn load_blob(&self, id: &Id) -> Result<Vec<u8>> {
         self.load_blob_at(id, &self.locate(id)?)
@@ -519,9 +561,19 @@ impl Repository {
                 Err(_) => self.files.evict(filecache::Kind::Tree, id),
             }
         }
-        let sealed = self
-            .backend
-            .read_range(&path, loc.offset as u64, loc.length as u64)?;
+        let (offset, length) = (loc.offset as u64, loc.length as u64);
+        let sealed =
+            crate::stages::time(crate::stages::Stage::Fetch, length, || match &self.spans {
+                Some(s) => s.read(
+                    &*self.backend,
+                    &self.index,
+                    &path,
+                    &loc.pack,
+                    offset,
+                    length,
+                ),
+                None => self.backend.read_range(&path, offset, length),
+            })?;
         if tree {
             self.files.put(filecache::Kind::Tree, id, &sealed);
         }
@@ -543,7 +595,10 @@ impl Repository {
 
     /// Writes a finished pack durably, then records it in the index (the write order invariant).
     pub fn store_pack(&self, id: &Id, bytes: &[u8], entries: &[PackEntry]) -> Result<()> {
-        self.backend.write(&pack_path(id), bytes)?;
+        use crate::stages::{Stage, time};
+        time(Stage::Write, bytes.len() as u64, || {
+            self.backend.write(&pack_path(id), bytes)
+        })?;
         // The trees a backup just wrote are the ones the next one compares against.
         for e in entries.iter().filter(|e| e.btype == blob::BlobType::Tree) {
             let (start, end) = (e.offset as usize, e.offset as usize + e.length as usize);
@@ -551,7 +606,9 @@ impl Repository {
                 self.files.put(filecache::Kind::Tree, &e.id, sealed);
             }
         }
-        self.index.add_pack(id, bytes.len() as u64, entries)
+        time(Stage::Index, 0, || {
+            self.index.add_pack(id, bytes.len() as u64, entries)
+        })
     }
 
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {

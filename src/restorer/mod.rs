@@ -33,7 +33,7 @@ use crate::direct;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::tree::{Node, NodeKind};
+use crate::tree::{Extent, Node, NodeKind};
 
 pub use target::component;
 
@@ -237,7 +237,14 @@ impl Walk<'_> {
             .repo
             .load_tree(tree_id)
             .map_err(|e| e.context(format!("restoring {snap_dir}/")))?;
-        for node in tree.nodes {
+        // Entries other than directories first, then directories: the order the backup walked
+        // them (`archiver::walker`), so content is read in the order it lies in the packs and a
+        // remote repository's packs are fetched once each (see `repo::spans`).
+        let (dirs, others): (Vec<Node>, Vec<Node>) = tree
+            .nodes
+            .into_iter()
+            .partition(|n| n.kind == NodeKind::Dir);
+        for node in others.into_iter().chain(dirs) {
             let Some(name) = target::component(&node.name) else {
                 return Err(Error::corrupt(
                     format!("tree {tree_id}"),
@@ -306,6 +313,13 @@ impl Walk<'_> {
                         remaining: AtomicUsize::new(0),
                         abandoned: AtomicBool::new(false),
                     };
+                    // The walk runs ahead of the workers by the queue: a remote repository
+                    // starts fetching what they will read next.
+                    if let Some(Extent(Some(id), _)) = node_first(&file.node) {
+                        self.repo.hint(id);
+                    }
+                    self.repo
+                        .expect(file.node.content.iter().filter_map(|e| e.0.as_ref()));
                     for job in segments(file)? {
                         if let Err(e) = tx.send(job) {
                             e.0.file.abandon();
@@ -380,8 +394,10 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
                     format!("is {} bytes, tree says {}", data.len(), ext.1),
                 )));
             }
-            w.write_at(&data, off)
-                .map_err(|e| Error::io("cannot write", path, e))?;
+            crate::stages::time(crate::stages::Stage::Output, ext.1, || {
+                w.write_at(&data, off)
+            })
+            .map_err(|e| Error::io("cannot write", path, e))?;
             progress.bytes.fetch_add(ext.1, Ordering::Relaxed);
         }
         // Cannot overflow: `segments` checked the sum.
@@ -414,6 +430,10 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
         off += ext.1;
     }
     Ok(true)
+}
+
+fn node_first(node: &Node) -> Option<&Extent> {
+    node.content.iter().find(|e| e.0.is_some())
 }
 
 /// The last segment is written: the file gets its full length (a trailing hole) and metadata.

@@ -402,7 +402,14 @@ fn read_one(mut req: Request, out: &Sender<Piece>) -> Result<(), Gone> {
         let mut pos = start;
         while pos < end {
             let mut block = vec![0; BLOCK.min((end - pos) as usize)];
-            let n = match file.read_at(&mut block, pos) {
+            let t = std::time::Instant::now();
+            let r = file.read_at(&mut block, pos);
+            crate::stages::add(
+                crate::stages::Stage::ReadAhead,
+                t,
+                *r.as_ref().unwrap_or(&0) as u64,
+            );
+            let n = match r {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return send(out, Piece::Failed(e)),

@@ -32,4 +32,5 @@ mod prune;
 mod remote;
 mod remote_faults;
 mod servers;
+mod stage_stats;
 mod untrusted;

@@ -58,7 +58,15 @@ fn s3_backup_restore_check_through_faults() {
     through(&mut env, &proxy);
     env.ok(&["init", "--kdf-memory-kib", "19456", "--pack-size-mib", "1"]);
     let src = source(&env, 1);
-    env.backup(&[src.to_str().unwrap()]);
+    let before = proxy.counts.injected.load(Ordering::Relaxed);
+    let out = env.backup(&[src.to_str().unwrap()]);
+    // The summary counts the requests and the retries the faults cost.
+    let injected = proxy.counts.injected.load(Ordering::Relaxed) - before;
+    let (requests, retries) = (&out["storage"]["requests"], &out["storage"]["retries"]);
+    assert!(
+        requests.as_u64().unwrap() > 0 && retries.as_u64().unwrap() > 0,
+        "backup summary storage {requests} requests {retries} retries after {injected} faults"
+    );
     assert_restores_latest(&env, &src, None);
     let (code, report, err) = env.check(&["--read-data"]);
     assert_eq!(code, 0, "{report} {err}");

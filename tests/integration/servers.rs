@@ -165,14 +165,38 @@ pub fn garage() -> &'static S3Server {
     let (s, _) = S.get_or_init(|| {
         let dir = PathBuf::from("/var/tmp/snap-tests/garage");
         let script = shared_script("garage-cluster.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(&dir)
-            .arg("3")
-            .arg(GARAGE_BASE.to_string())
-            .output()
-            .unwrap();
+        let start = || {
+            Command::new("bash")
+                .arg(&script)
+                .arg("start")
+                .arg(&dir)
+                .arg("3")
+                .arg(GARAGE_BASE.to_string())
+                .output()
+                .unwrap()
+        };
+        let stop = || {
+            let _ = Command::new("bash")
+                .arg(&script)
+                .arg("stop")
+                .arg(&dir)
+                .output();
+        };
+        // A fresh cluster every run: restarted from an old directory the script does not
+        // reconnect its nodes (it connects them only when it first configures them).
+        stop();
+        let _ = std::fs::remove_dir_all(&dir);
+        // A loaded machine (CI beside other builds) can miss the script's 30 s health wait
+        // once; the nodes it did start are stopped either way, never left running.
+        let mut out = start();
+        if !out.status.success() {
+            stop();
+            let _ = std::fs::remove_dir_all(&dir);
+            out = start();
+        }
+        if !out.status.success() {
+            stop();
+        }
         assert!(
             out.status.success(),
             "Garage did not start: {}",
