@@ -122,23 +122,45 @@ fn read_pack(repo: &Repository, id: &Id, size: u64, bytes: &AtomicU64) -> Outcom
     if let Some(what) = agree_with_index(repo, id, &entries) {
         return Outcome::Pack(what);
     }
-    // Blobs in parallel too, so the last packs of a run still use every core.
-    let bad: Vec<(Id, String)> = entries
-        .par_iter()
-        .filter_map(|e| {
-            let sealed = &data[e.offset as usize..(e.offset + e.length) as usize];
-            blob::open_blob(
-                repo.key(),
-                e.btype,
-                &e.id,
-                e.compression,
-                e.raw_len as usize,
-                sealed,
-            )
-            .err()
-            .map(|err| (e.id, format!("blob {} at offset {}: {err}", e.id, e.offset)))
-        })
-        .collect();
+    // Blobs in parallel too, so the last packs of a run still use every core; each is checked
+    // where it lies in the pack (disjoint slices), so no blob is copied.
+    let mut data = data;
+    let bad: Vec<(Id, String)> = match blob_slices(&mut data, &entries) {
+        Some(slices) => slices
+            .into_par_iter()
+            .filter_map(|(e, sealed)| {
+                blob::verify_blob_in_place(
+                    repo.key(),
+                    e.btype,
+                    &e.id,
+                    e.compression,
+                    e.raw_len as usize,
+                    sealed,
+                )
+                .err()
+                .map(|err| (e.id, format!("blob {} at offset {}: {err}", e.id, e.offset)))
+            })
+            .collect(),
+        // Overlapping or out-of-range entries: each blob on a copy of its bytes.
+        None => entries
+            .par_iter()
+            .filter_map(|e| {
+                let sealed = data
+                    .get(e.offset as usize..(e.offset as usize).saturating_add(e.length as usize))
+                    .unwrap_or_default();
+                blob::open_blob(
+                    repo.key(),
+                    e.btype,
+                    &e.id,
+                    e.compression,
+                    e.raw_len as usize,
+                    sealed,
+                )
+                .err()
+                .map(|err| (e.id, format!("blob {} at offset {}: {err}", e.id, e.offset)))
+            })
+            .collect(),
+    };
     match (renamed, bad.is_empty()) {
         (None, true) => Outcome::Ok,
         (Some(r), true) => Outcome::Pack(r),
@@ -149,6 +171,31 @@ fn read_pack(repo: &Repository, id: &Id, size: u64, bytes: &AtomicU64) -> Outcom
             Outcome::Blobs(what.join("; "), ids)
         }
     }
+}
+
+/// The pack's bytes cut into one mutable slice per entry, in offset order; `None` when entries
+/// overlap or run past the end (a damaged header: the caller then checks each on a copy).
+fn blob_slices<'d, 'e>(
+    data: &'d mut [u8],
+    entries: &'e [PackEntry],
+) -> Option<Vec<(&'e PackEntry, &'d mut [u8])>> {
+    let mut order: Vec<&PackEntry> = entries.iter().collect();
+    order.sort_by_key(|e| e.offset);
+    let mut out = Vec::with_capacity(order.len());
+    let (mut rest, mut at) = (data, 0u64);
+    for e in order {
+        let (off, len) = (u64::from(e.offset), u64::from(e.length));
+        let skip = usize::try_from(off.checked_sub(at)?).ok()?;
+        if skip.checked_add(len as usize)? > rest.len() {
+            return None;
+        }
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(skip);
+        let (blob, tail) = tail.split_at_mut(len as usize);
+        out.push((e, blob));
+        rest = tail;
+        at = off + len;
+    }
+    Some(out)
 }
 
 /// Every pack named by the index or present in the repository, with both sizes.
