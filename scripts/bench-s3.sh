@@ -28,7 +28,7 @@ case $SERVER in
     LOG=$W/moto.log
     moto_server -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1 &
     MOTO=$!
-    trap 'kill $MOTO 2>/dev/null; wait $MOTO 2>/dev/null || true' EXIT
+    trap 'kill $MOTO 2>/dev/null; wait $MOTO 2>/dev/null || true; rm -rf "$W/restore-"*' EXIT
     for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null && break; sleep 0.1; done
     EP=http://127.0.0.1:$PORT
     python3 - "$EP" <<'PY'
@@ -43,7 +43,7 @@ PY
     G=$W/garage
     rm -rf "$G"
     eval "$("$SHARED/scripts/garage-cluster.sh" start "$G" 1 39400)"
-    trap '"$SHARED/scripts/garage-cluster.sh" stop "$G" >/dev/null 2>&1 || true' EXIT
+    trap '"$SHARED/scripts/garage-cluster.sh" stop "$G" >/dev/null 2>&1 || true; rm -rf "$G" "$W/restore-"*' EXIT
     EP=$AWS_ENDPOINT_URL
     SB_BUCKET=$SNAP_TEST_S3_BUCKET SB_PREFIX=bench-snap RB_BUCKET=$SNAP_TEST_S3_BUCKET RB_PREFIX=bench-restic
     requests() {

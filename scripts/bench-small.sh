@@ -65,7 +65,7 @@ for n in $COUNTS; do
         "$SNAP_BIN" -r "$repo" init --kdf-memory-kib 65536 >/dev/null
         run "snap-backup1-$n" "$SNAP_BIN" -q -r "$repo" backup "$src"
         run "snap-nochange-$n" "$SNAP_BIN" -q -r "$repo" backup "$src"
-        run "snap-ls-$n" "$SNAP_BIN" -r "$repo" ls -r latest
+        run "snap-ls-$n" "$SNAP_BIN" -r "$repo" ls --recursive latest
         run "snap-restore-$n" "$SNAP_BIN" -q -r "$repo" restore latest --target "$target" ;;
       restic)
         export RESTIC_CACHE_DIR=$W/cache-restic

@@ -239,6 +239,15 @@ fn unchanged(old: &Node, md: &std::fs::Metadata) -> bool {
         && old.inode == md.ino()
 }
 
+/// Whether `old`'s extended attributes still hold: the same inode and kind, and a change time
+/// that is the same (and was recorded exactly, not clamped).
+fn same_attributes(old: &Node, md: &std::fs::Metadata) -> bool {
+    old.kind == files::kind_of(md)
+        && old.inode == md.ino()
+        && files::time_range_problem(md).is_none()
+        && old.ctime == files::times_ns(md).1
+}
+
 struct Walker<'a, 's> {
     shared: &'a Shared<'a, 's>,
     /// Which pack stream this walker's chunks go to (see `saver`): each walker fills packs of
@@ -503,7 +512,11 @@ impl<'a, 's> Walker<'a, 's> {
                 return Ok(None);
             }
         };
-        let mut node = match files::node_from(std::ffi::OsStr::from_bytes(name), child, md) {
+        let known = old
+            .filter(|o| same_attributes(o, md))
+            .map(|o| o.xattrs.as_slice());
+        let name = std::ffi::OsStr::from_bytes(name);
+        let mut node = match files::node_from_known(name, child, md, known) {
             Ok(n) => n,
             Err(e) => {
                 self.error(child, e);

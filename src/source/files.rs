@@ -77,6 +77,19 @@ pub fn time_range_problem(md: &Metadata) -> Option<String> {
 
 /// A node with everything but content/subtree filled in from `lstat` data, xattrs and link target.
 pub fn node_from(name: &OsStr, path: &Path, md: &Metadata) -> io::Result<Node> {
+    node_from_known(name, path, md, None)
+}
+
+/// [`node_from`], taking the extended attributes from `known` instead of reading them: the
+/// caller passes the parent snapshot's when the entry's inode and change time are the same
+/// (setting or removing an attribute always updates the change time). That is one `llistxattr`
+/// per unchanged entry saved, half the system calls of a backup where nothing changed.
+pub fn node_from_known(
+    name: &OsStr,
+    path: &Path,
+    md: &Metadata,
+    known: Option<&[Xattr]>,
+) -> io::Result<Node> {
     let kind = kind_of(md);
     let target = if kind == NodeKind::Symlink {
         Some(std::fs::read_link(path)?.as_os_str().as_bytes().to_vec())
@@ -104,7 +117,10 @@ pub fn node_from(name: &OsStr, path: &Path, md: &Metadata) -> io::Result<Node> {
         target,
         content: Vec::new(),
         subtree: None,
-        xattrs: read_xattrs(path)?,
+        xattrs: match known {
+            Some(x) => x.to_vec(),
+            None => read_xattrs(path)?,
+        },
     })
 }
 

@@ -153,3 +153,41 @@ fn every_kind_round_trips_identically() {
         "{long}"
     );
 }
+
+/// An unchanged entry takes its extended attributes from the parent snapshot without reading
+/// them; one whose attributes changed (its change time moved) is read again — set, changed and
+/// removed attributes all reach the next snapshot, on files and on directories.
+#[test]
+fn changed_xattrs_reach_the_next_snapshot() {
+    let env = Env::new(&[]);
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..5 {
+        std::fs::write(src.join(format!("f{i}")), format!("file {i}")).unwrap();
+    }
+    xattr::set(src.join("f1"), "user.a", b"one").unwrap();
+    xattr::set(src.join("f2"), "user.b", b"two").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    xattr::set(src.join("f0"), "user.new", b"added").unwrap();
+    xattr::set(src.join("f1"), "user.a", b"changed").unwrap();
+    xattr::remove(src.join("f2"), "user.b").unwrap();
+    xattr::set(src.join("d"), "user.dir", b"on a directory").unwrap();
+    env.backup(&[src.to_str().unwrap()]);
+    let target = env.path("restored");
+    env.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let got = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(manifest(&src), manifest(&got));
+    assert_eq!(
+        xattr::get(got.join("f0"), "user.new").unwrap().as_deref(),
+        Some(&b"added"[..])
+    );
+    assert_eq!(
+        xattr::get(got.join("f1"), "user.a").unwrap().as_deref(),
+        Some(&b"changed"[..])
+    );
+    assert_eq!(xattr::get(got.join("f2"), "user.b").unwrap(), None);
+    assert_eq!(
+        xattr::get(got.join("d"), "user.dir").unwrap().as_deref(),
+        Some(&b"on a directory"[..])
+    );
+}
