@@ -183,9 +183,47 @@ pub struct MysqlSummary {
     /// `file:pos` the range starts at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog_start: Option<String>,
+    /// A full made by `snap mysql consolidate`: the incremental or differential snapshot whose
+    /// content (its full plus the replayed range) this dump is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidates: Option<Id>,
 }
 
 impl Snapshot {
+    /// A snapshot written by this program now: what every writer (file backup, binary-log
+    /// archive) sets the same way — user, program, times as RFC 3339 with nanoseconds — and
+    /// nothing else; the caller adds what only it knows (parent, errors, database parts).
+    pub fn new(
+        tree: Id,
+        time: chrono::DateTime<chrono::FixedOffset>,
+        time_end: chrono::DateTime<chrono::FixedOffset>,
+        host: String,
+        kind: BackupKind,
+        summary: Summary,
+    ) -> Snapshot {
+        let rfc = |t: chrono::DateTime<chrono::FixedOffset>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
+        };
+        Snapshot {
+            time: rfc(time),
+            time_end: rfc(time_end),
+            host,
+            user: crate::username(),
+            paths: Vec::new(),
+            tags: Vec::new(),
+            kind,
+            parent: None,
+            tree,
+            incomplete: false,
+            errors: Vec::new(),
+            summary,
+            program: format!("snap {}", env!("CARGO_PKG_VERSION")),
+            mysql: None,
+            original: None,
+            binlog: None,
+        }
+    }
+
     pub fn encode(&self, key: &MasterKey) -> Result<Vec<u8>, CryptoError> {
         envelope::seal_file(key, Kind::Snapshot, &crate::cbor::to_vec(self))
     }

@@ -12,7 +12,7 @@ mod saver;
 mod walker;
 
 pub use binlog::{StreamSnapshot, save_streams};
-pub use db::{MYSQL_DIR, MysqlSource};
+pub use db::{MYSQL_DIR, MysqlSource, RecordAs};
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -220,36 +220,29 @@ pub fn backup(
         bytes_total: summary.bytes_total + mysql.as_ref().map_or(0, |m| m.bytes),
         ..summary
     };
+    let time_end = match opts.time {
+        None => chrono::Local::now().fixed_offset(),
+        Some(t) => chrono::TimeDelta::from_std(started.elapsed())
+            .ok()
+            .and_then(|d| t.checked_add_signed(d))
+            .unwrap_or(t),
+    };
+    // Without a parent every file was read: that is a full backup, whatever was asked for, and
+    // it is what a later differential must compare against.
+    let kind = if parent.is_none() {
+        BackupKind::Full
+    } else {
+        opts.kind
+    };
     let snapshot = Snapshot {
-        time: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
-        time_end: match opts.time {
-            None => chrono::Local::now().fixed_offset(),
-            Some(t) => chrono::TimeDelta::from_std(started.elapsed())
-                .ok()
-                .and_then(|d| t.checked_add_signed(d))
-                .unwrap_or(t),
-        }
-        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
-        host,
-        user: crate::username(),
         paths: abs_paths,
         tags: opts.tags.clone(),
-        // Without a parent every file was read: that is a full backup, whatever was asked for,
-        // and it is what a later differential must compare against.
-        kind: if parent.is_none() {
-            BackupKind::Full
-        } else {
-            opts.kind
-        },
         parent: parent.map(|(id, _)| id),
-        tree,
         incomplete: !errors.is_empty(),
         errors,
-        summary,
-        program: format!("snap {}", env!("CARGO_PKG_VERSION")),
         mysql,
-        original: None,
         binlog: opts.mysql_prebuilt.as_ref().and_then(|p| p.binlog.clone()),
+        ..Snapshot::new(tree, time, time_end, host, kind, summary)
     };
     let id = repo.save_snapshot(&snapshot)?;
     let summary = crate::audit::Summary {
