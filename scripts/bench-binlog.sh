@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# bench-binlog.sh [SIZE_MIB=1024] [CHURN_PCT=1] [WORK=/var/tmp/bench-binlog]
+# bench-binlog.sh [SIZE_MIB=1024] [CHURN_PCT=1] [WORK=/var/tmp/bench-binlog] [DAYS=1]
 #
 # The binary-log archive's figures, all from one run on private MariaDB sandboxes:
-#   1. server CPU (mysqld utime+stime from /proc) for one day of `make-db.sh --churn` traffic
-#      without a follower, then for another day with `snap mysql archive --follow` running;
-#   2. commit -> durable latency under that load (a probe commits every 100 ms; a commit is
-#      durable when an archive snapshot's range holds its GTID; time_end of that snapshot);
+#   1. server CPU (mysqld utime+stime from /proc) for DAYS days of `make-db.sh --churn` traffic
+#      plus a probe committing a row every 100 ms, without a follower, then for as many other
+#      days with `snap mysql archive --follow --flush-every 1s` running;
+#   2. commit -> durable latency under that load (the probe's commits while following; a
+#      commit is durable when an archive snapshot's range holds its GTID: that snapshot's
+#      time_end);
 #   3. stored bytes per GiB of binlog (bytes the archive snapshots added / bytes they hold);
 #   4. replay of the same range (the full's coordinates to the archive's end) into a second
 #      server: `snap mysql restore --until-position` (its replay_ms) against
@@ -16,6 +18,7 @@ set -euo pipefail
 SIZE=${1:-1024}
 CHURN=${2:-1}
 WORK=${3:-/var/tmp/bench-binlog}
+DAYS=${4:-1}
 HERE=$(cd "$(dirname "$0")" && pwd)
 SHARED=$(cd "$HERE/../../shared" && pwd)
 SANDBOX="$SHARED/scripts/mariadb-sandbox.sh"
@@ -65,44 +68,50 @@ churn() {
     bash "$MAKEDB" "$SIZE" --churn "$CHURN" "$1" >&2
 }
 
-# 1a. server CPU without a follower
-pid=$(mysqld_pid)
-c0=$(cpu_ticks "$pid"); t0=$(now_ms)
-churn 1
-c1=$(cpu_ticks "$pid"); t1=$(now_ms)
-CPU1=$(( (c1 - c0) * 1000 / tick )); WALL1=$(( t1 - t0 ))
-"$SNAP" mysql archive "$URL_A" >/dev/null
-log "day 1: server $(( (c1 - c0) * 1000 / tick )) ms CPU in $(( t1 - t0 )) ms"
-
-# 1b. the same load with --follow, and a probe committing every 100 ms
-ma benchdb -e "CREATE TABLE IF NOT EXISTS probe (id BIGINT PRIMARY KEY, at BIGINT)"
-"$SNAP" mysql archive "$URL_A" --follow --flush-every 1s >/dev/null 2>"$WORK/follow.err" &
-FOLLOW_PID=$!
-sleep 3
-: > "$WORK/probe.txt"
-(
-  i=0
+probe() { # commits a row every 100 ms until $WORK/probe.stop, logging "GTID ms" to $1
+  : > "$1"
+  local i=$2
   while [ ! -f "$WORK/probe.stop" ]; do
     i=$((i + 1))
     # the commit's GTID and the moment the client saw the commit return
     g=$(ma benchdb -e "INSERT INTO probe VALUES ($i, 0); SELECT @@last_gtid")
-    echo "$g $(now_ms)" >> "$WORK/probe.txt"
+    echo "$g $(now_ms)" >> "$1"
     sleep 0.1
   done
-) &
-PROBE=$!
-c0=$(cpu_ticks "$pid"); t0=$(now_ms)
-churn 2
-c2=$(cpu_ticks "$pid"); t2=$(now_ms)
-CPU2=$(( (c2 - c0) * 1000 / tick )); WALL2=$(( t2 - t0 ))
-sleep 2
-touch "$WORK/probe.stop"; wait $PROBE
+}
+ma benchdb -e "CREATE TABLE IF NOT EXISTS probe (id BIGINT PRIMARY KEY, at BIGINT)"
+pid=$(mysqld_pid)
+# one phase: DAYS days of churn (seeds from $1) and the probe; sets CPU_MS and WALL_MS
+phase() {
+  rm -f "$WORK/probe.stop"
+  probe "$WORK/probe-$1.txt" $(( $1 * 1000000 )) &
+  local pr=$! c0 c1 t0 t1 d
+  c0=$(cpu_ticks "$pid"); t0=$(now_ms)
+  for d in $(seq 1 "$DAYS"); do churn $(( $1 * 100 + d )); done
+  c1=$(cpu_ticks "$pid"); t1=$(now_ms)
+  touch "$WORK/probe.stop"; wait $pr
+  CPU_MS=$(( (c1 - c0) * 1000 / tick )); WALL_MS=$(( t1 - t0 ))
+}
+
+# 1a. server CPU without a follower
+phase 1
+CPU1=$CPU_MS; WALL1=$WALL_MS
+"$SNAP" mysql archive "$URL_A" >/dev/null
+log "without follower: server $CPU1 ms CPU in $WALL1 ms"
+
+# 1b. the same load with --follow
+"$SNAP" mysql archive "$URL_A" --follow --flush-every 1s >/dev/null 2>"$WORK/follow.err" &
+FOLLOW_PID=$!
+sleep 3
+phase 2
+CPU2=$CPU_MS; WALL2=$WALL_MS
+cp "$WORK/probe-2.txt" "$WORK/probe.txt"
 sleep 3
 # the follower's own CPU and its copy child's, read before it ends
 FOLLOW_TICKS=$(( $(cpu_ticks "$FOLLOW_PID") + $(for c in $(cat /proc/"$FOLLOW_PID"/task/*/children); do cpu_ticks "$c"; done | awk '{s+=$1} END {print s+0}') ))
 kill -TERM "$FOLLOW_PID"; wait "$FOLLOW_PID" || true
 FOLLOW_PID=
-log "day 2 (following): server $(( (c2 - c0) * 1000 / tick )) ms CPU in $(( t2 - t0 )) ms"
+log "following: server $CPU2 ms CPU in $WALL2 ms"
 "$SNAP" mysql archive "$URL_A" >/dev/null
 read -r END_FILE END_POS < <(ma -e "SHOW MASTER STATUS" | awk '{print $1, $2}')
 "$SNAP" --json snapshots --tag binlog > "$WORK/archive.json"
@@ -139,12 +148,13 @@ SUM_SNAP=$(mb -e "CHECKSUM TABLE benchdb.orders, benchdb.events, benchdb.attachm
 SUM_SRC=$(ma -e "CHECKSUM TABLE benchdb.orders, benchdb.events, benchdb.attachments EXTENDED" | awk '{print $2}' | tr '\n' ' ')
 
 python3 - "$WORK" "$tick" "$CPU1" "$WALL1" "$CPU2" "$WALL2" "$FOLLOW_TICKS" "$BASE_MS" "$RANGE_BYTES" "$SIZE" "$CHURN" \
-  "$SUM_BASE" "$SUM_SNAP" "$SUM_SRC" <<'PY'
+  "$SUM_BASE" "$SUM_SNAP" "$SUM_SRC" "$DAYS" <<'PY'
 import json, os, sys, statistics, datetime
 work, tick = sys.argv[1], int(sys.argv[2])
 cpu1, wall1, cpu2, wall2, follow_ticks = (int(x) for x in sys.argv[3:8])
 base_ms, range_bytes, size, churn = int(sys.argv[8]), int(sys.argv[9]), sys.argv[10], sys.argv[11]
 sum_base, sum_snap, sum_src = sys.argv[12:15]
+days = sys.argv[15]
 text = open(os.path.join(work, "results.md"), "a")
 def out(s=""):
     print(s); text.write(s + "\n")
@@ -174,7 +184,7 @@ for line in open(os.path.join(work, "probe.txt")):
         lat.append(d - at)
 lat.sort()
 cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": \t")
-out(f"## bench-binlog.sh {size} MiB, --churn {churn} twice ({datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC)")
+out(f"## bench-binlog.sh {size} MiB, --churn {churn}, {days} day(s) per phase ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)")
 out(f"CPU: {cpu}, {os.cpu_count()} cores (shared, loaded)")
 out()
 out("| figure | value |")
@@ -182,8 +192,8 @@ out("|---|---|")
 out(f"| replay, snap (`mysql restore --until-position`, replay part) | {snap_ms/1000:.1f} s: {events/(snap_ms/1000):.0f} events/s, {range_bytes/1e6/(snap_ms/1000):.2f} MB/s |")
 out(f"| replay, `mariadb-binlog FILES \\| mariadb` | {base_ms/1000:.1f} s: {events/(base_ms/1000):.0f} events/s, {range_bytes/1e6/(base_ms/1000):.2f} MB/s |")
 out(f"| range replayed | {events} events, {range_bytes/1e6:.1f} MB of binlog; checksums snap {sum_snap.strip()} / baseline {sum_base.strip()} / source {sum_src.strip()} |")
-out(f"| server (mysqld) CPU for one day of churn, no follower | {cpu1/1000:.1f} s CPU in {wall1/1000:.1f} s |")
-out(f"| server (mysqld) CPU for one day of churn, `--follow --flush-every 1s` | {cpu2/1000:.1f} s CPU in {wall2/1000:.1f} s ({(cpu2-cpu1)/max(cpu1,1)*100:+.1f}%; includes the probe's commits) |")
+out(f"| server (mysqld) CPU, churn + probe, no follower | {cpu1/1000:.1f} s CPU in {wall1/1000:.1f} s |")
+out(f"| server (mysqld) CPU, same load (other seeds), `--follow --flush-every 1s` | {cpu2/1000:.1f} s CPU in {wall2/1000:.1f} s ({(cpu2-cpu1)/max(cpu1,1)*100:+.1f}%) |")
 out(f"| stored bytes per GiB of binlog | {added / held * 2**30 / 2**20:.0f} MiB ({added} added for {held} held) |")
 if lat:
     out(f"| commit -> durable, --flush-every 1s, under churn | median {statistics.median(lat):.0f} ms, p99 {lat[min(len(lat)-1, len(lat)*99//100)]:.0f} ms over {len(lat)} commits |")

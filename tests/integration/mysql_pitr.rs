@@ -5,6 +5,8 @@
 //! Each judge is independent of snap's own encoding: rows read back with SQL and the server's
 //! `CHECKSUM TABLE … EXTENDED` / `SHOW CREATE` ([`snap::mysql::fingerprint`]).
 
+use std::time::Duration;
+
 use ::mysql::prelude::Queryable;
 use snap::mysql::fingerprint::{Fingerprint, diff, fingerprint};
 
@@ -16,6 +18,7 @@ const CONSOLIDATE: u16 = 3450;
 const SCRATCH: u16 = 3451;
 const PURGE: u16 = 3452;
 const DATABASES: u16 = 3453;
+const PURGED_WHILE_FOLLOWING: u16 = 3454;
 
 fn fp(s: &Server, db: &str) -> Fingerprint {
     fingerprint(&mut s.conn(), db).unwrap()
@@ -366,4 +369,111 @@ fn point_in_time_restore_of_chosen_databases_leaves_the_others_alone() {
     );
     assert_eq!(ids("pa"), vec![1, 2, 3, 4, 5], "nothing changed");
     assert_eq!(ids("pb"), vec![5, 99]);
+}
+
+/// Direct children of process `pid` (the follower's copy tool).
+fn children(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
+/// A purge while `--follow` runs: the follower is frozen (SIGSTOP, its copy tool too), the
+/// server drops its replica connection, rotates and purges the file the follower was in; once
+/// thawed, the follower reconnects, reports the gap at once, records it, and goes on archiving
+/// from the server's oldest log. `check` and `timeline` show the gap; what was archived is
+/// byte-exact.
+#[test]
+fn a_purge_while_following_is_a_reported_gap_and_archiving_goes_on() {
+    let s = server(PURGED_WHILE_FOLLOWING);
+    s.reset_binlog();
+    s.exec("DROP DATABASE IF EXISTS pf");
+    s.exec("CREATE DATABASE pf");
+    s.exec("CREATE TABLE pf.r (id BIGINT PRIMARY KEY)");
+    let env = env_for(s);
+    let url = s.url_nopass();
+    let mut follower = env
+        .cmd(&[
+            "mysql",
+            "archive",
+            &url,
+            "--follow",
+            "--flush-every",
+            "200ms",
+        ])
+        .env("SNAP_MYSQL_PASSWORD", "snap")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    s.exec("INSERT INTO pf.r VALUES (1)");
+    std::thread::sleep(Duration::from_millis(1000));
+    let frozen: Vec<i32> = std::iter::once(follower.id() as i32)
+        .chain(children(follower.id()))
+        .collect();
+    assert!(
+        frozen.len() >= 2,
+        "the follower runs its copy tool: {frozen:?}"
+    );
+    for p in &frozen {
+        // SAFETY: our own child and its child
+        unsafe { libc::kill(*p, libc::SIGSTOP) };
+    }
+    let dumps: Vec<u64> = s
+        .conn()
+        .query("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+        .unwrap();
+    assert!(!dumps.is_empty(), "the follower is a replica");
+    for d in dumps {
+        s.exec(&format!("KILL {d}"));
+    }
+    s.exec("INSERT INTO pf.r VALUES (2)");
+    s.exec("FLUSH BINARY LOGS");
+    s.exec("INSERT INTO pf.r VALUES (3)");
+    s.exec("FLUSH BINARY LOGS");
+    let last = s.binlog_files().last().unwrap().clone();
+    // a file is purgeable once its binlog checkpoint has passed: retry for a while
+    for _ in 0..50 {
+        s.exec(&format!("PURGE BINARY LOGS TO '{last}'"));
+        if s.binlog_files().len() == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.binlog_files(), vec![last.clone()], "the purge happened");
+    for p in frozen.iter().rev() {
+        // SAFETY: as above
+        unsafe { libc::kill(*p, libc::SIGCONT) };
+    }
+    s.exec("INSERT INTO pf.r VALUES (4)");
+    std::thread::sleep(Duration::from_millis(4000));
+    s.exec("INSERT INTO pf.r VALUES (5)");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: our own child, not yet waited for
+    unsafe { libc::kill(follower.id() as i32, libc::SIGTERM) };
+    let mut err = String::new();
+    std::io::Read::read_to_string(follower.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let status = follower.wait().unwrap();
+    assert_eq!(status.code(), Some(26), "{err}");
+    assert!(err.contains("gap (purged)"), "{err}");
+    // archiving went on after the gap: the surviving file is archived whole and exact
+    let mut repo = env.open_lib();
+    let all = repo.snapshots().unwrap();
+    let chain = snap::database::binlog::Chain::from_snapshots(&all, &s.archive_source());
+    let got = chain.read_file(&repo, &last).unwrap();
+    let mut want = s.binlog_bytes(&last);
+    let flag = snap::mysql::binlog::events::IN_USE_BYTE;
+    want[flag] = got[flag];
+    assert!(
+        got == want,
+        "{last} archived after the gap differs from the server's"
+    );
+    let (code_, report, cerr) = env.check(&[]);
+    assert_eq!(code_, 26, "{report} {cerr}");
+    assert_eq!(report["binlog"][0]["gaps"][0]["kind"], "purged", "{report}");
+    let o = snap(&env, &["--json", "mysql", "timeline"]);
+    assert_eq!(code(&o), 26, "{}", stderr(&o));
 }

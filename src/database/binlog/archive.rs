@@ -11,7 +11,9 @@
 //!
 //! The copy runs as [`RawCopy`]; received bytes are cut only at event boundaries, and a
 //! restarted copy (after a disconnect, or after `snap` was killed) resumes at the last durable
-//! end, so each byte is stored once and none is skipped.
+//! end, so each byte is stored once and none is skipped. A follower that reconnects to find its
+//! resume file purged meanwhile records a `purged` gap (and says so at once on stderr) and goes on
+//! from the server's oldest log.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -444,6 +446,25 @@ pub fn archive(
                 }
                 if let Ok(s) = ServerLogs::query(&opts.target) {
                     run.server = s;
+                    if !run.server.has(&durable_at.0) {
+                        // purged while we were away: resume where the server's logs begin,
+                        // and record (and say now: a follower runs for days) what was lost
+                        let all = run.repo.snapshots()?;
+                        let now_chain = Chain::from_snapshots(&all, &run.source);
+                        let (f, p, st, gaps) = resume_point(&now_chain, &run.server, &now())?;
+                        for g in &gaps {
+                            eprintln!(
+                                "snap: WARNING: binary-log archive gap ({}) {} -> {}: {}",
+                                g.kind,
+                                g.after.as_deref().unwrap_or("start"),
+                                g.before,
+                                g.detail
+                            );
+                        }
+                        run.gaps.extend(gaps);
+                        durable_at = (f, p);
+                        durable_state = st;
+                    }
                 }
                 continue 'connect;
             }
