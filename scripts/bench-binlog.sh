@@ -116,51 +116,60 @@ log "following: server $CPU2 ms CPU in $WALL2 ms"
 read -r END_FILE END_POS < <(ma -e "SHOW MASTER STATUS" | awk '{print $1, $2}')
 "$SNAP" --json snapshots --tag binlog > "$WORK/archive.json"
 
-# 4a. the baseline: load the full into B, then mariadb-binlog | mariadb over the server's files
+# 4. replay of the same range into B, each run right after loading the full into it (snap's
+# restore loads it itself; replay_ms is its replay alone); ROUNDS rounds, alternating which goes
+# first, as the machine's load and B's cache state vary
 mb -e "SET GLOBAL max_allowed_packet = 1073741824"
-"$SNAP" mysql restore "$FULL" --to "$URL_B" >/dev/null
 read -r FP_FILE FP_POS < <(python3 -c '
 import json,sys; m=json.load(open(sys.argv[1]))["snapshot"]["mysql"]
-print(m["binlog_file"], m["binlog_position"])' "$WORK/full.json" 2>/dev/null ||
-  "$SNAP" --json snapshots | python3 -c '
-import json,sys
-for v in json.load(sys.stdin):
-    if v["id"] == sys.argv[1]:
-        m = v["snapshot"]["mysql"]; print(m["binlog_file"], m["binlog_position"])' "$FULL")
+print(m["binlog_file"], m["binlog_position"])' "$WORK/full.json")
 FILES=$(ma -e "SHOW BINARY LOGS" | awk -v a="$FP_FILE" -v b="$END_FILE" '$1 >= a && $1 <= b {print $1}')
 PATHS=$(for f in $FILES; do echo "$WORK/a/data/$f"; done)
 RANGE_BYTES=$(ma -e "SHOW BINARY LOGS" | awk -v a="$FP_FILE" -v b="$END_FILE" -v fp="$FP_POS" -v ep="$END_POS" '
   $1 >= a && $1 <= b {s += $2; if ($1 == a) s -= fp; if ($1 == b) s -= ($2 - ep)} END {print s}')
 log "replay range $FP_FILE:$FP_POS .. $END_FILE:$END_POS ($RANGE_BYTES bytes)"
-t0=$(now_ms)
-# shellcheck disable=SC2086
-mariadb-binlog --skip-gtid-strict-mode --start-position="$FP_POS" --stop-position="$END_POS" $PATHS |
-  mariadb -usnap -psnap -h127.0.0.1 -P$PB --binary-mode --max-allowed-packet=1G
-t1=$(now_ms)
-BASE_MS=$(( t1 - t0 ))
-SUM_BASE=$(mb -e "CHECKSUM TABLE benchdb.orders, benchdb.events, benchdb.attachments EXTENDED" | awk '{print $2}' | tr '\n' ' ')
-log "mariadb-binlog | mariadb: $BASE_MS ms"
-
-# 4b. snap: the same range (it loads the full again first; replay_ms is the replay alone)
-mb -e "DROP DATABASE benchdb"
-"$SNAP" --json mysql restore --to "$URL_B" --until-position "$END_FILE:$END_POS" > "$WORK/pitr.json"
-SUM_SNAP=$(mb -e "CHECKSUM TABLE benchdb.orders, benchdb.events, benchdb.attachments EXTENDED" | awk '{print $2}' | tr '\n' ' ')
-SUM_SRC=$(ma -e "CHECKSUM TABLE benchdb.orders, benchdb.events, benchdb.attachments EXTENDED" | awk '{print $2}' | tr '\n' ' ')
+sums() { "$1" -e "CHECKSUM TABLE benchdb.orders, benchdb.events, benchdb.attachments EXTENDED" | awk '{print $2}' | tr '\n' ' '; }
+baseline() {
+  mb -e "DROP DATABASE IF EXISTS benchdb"
+  "$SNAP" mysql restore "$FULL" --to "$URL_B" >/dev/null
+  local t0; t0=$(now_ms)
+  # shellcheck disable=SC2086
+  mariadb-binlog --skip-gtid-strict-mode --start-position="$FP_POS" --stop-position="$END_POS" $PATHS |
+    mariadb -usnap -psnap -h127.0.0.1 -P$PB --binary-mode --max-allowed-packet=1G
+  BASE_RUNS="$BASE_RUNS $(( $(now_ms) - t0 ))"
+  SUM_BASE=$(sums mb)
+  log "mariadb-binlog | mariadb: ${BASE_RUNS##* } ms"
+}
+snaprun() {
+  mb -e "DROP DATABASE IF EXISTS benchdb"
+  "$SNAP" --json mysql restore --to "$URL_B" --until-position "$END_FILE:$END_POS" > "$WORK/pitr.json"
+  SNAP_RUNS="$SNAP_RUNS $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["replay_ms"])' "$WORK/pitr.json")"
+  SUM_SNAP=$(sums mb)
+  log "snap replay: ${SNAP_RUNS##* } ms"
+}
+BASE_RUNS=; SNAP_RUNS=
+for r in $(seq 1 "${ROUNDS:-2}"); do
+  if [ $((r % 2)) = 1 ]; then baseline; snaprun; else snaprun; baseline; fi
+done
+SUM_SRC=$(sums ma)
+BASE_MS=$(echo $BASE_RUNS | tr ' ' '\n' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 
 python3 - "$WORK" "$tick" "$CPU1" "$WALL1" "$CPU2" "$WALL2" "$FOLLOW_TICKS" "$BASE_MS" "$RANGE_BYTES" "$SIZE" "$CHURN" \
-  "$SUM_BASE" "$SUM_SNAP" "$SUM_SRC" "$DAYS" <<'PY'
+  "$SUM_BASE" "$SUM_SNAP" "$SUM_SRC" "$DAYS" "$BASE_RUNS" "$SNAP_RUNS" <<'PY'
 import json, os, sys, statistics, datetime
 work, tick = sys.argv[1], int(sys.argv[2])
 cpu1, wall1, cpu2, wall2, follow_ticks = (int(x) for x in sys.argv[3:8])
 base_ms, range_bytes, size, churn = int(sys.argv[8]), int(sys.argv[9]), sys.argv[10], sys.argv[11]
 sum_base, sum_snap, sum_src = sys.argv[12:15]
 days = sys.argv[15]
+base_runs = [int(x) for x in sys.argv[16].split()]
+snap_runs = [int(x) for x in sys.argv[17].split()]
 text = open(os.path.join(work, "results.md"), "a")
 def out(s=""):
     print(s); text.write(s + "\n")
 pitr = json.load(open(os.path.join(work, "pitr.json")))
 events = pitr["plan"]["events"]
-snap_ms = pitr["replay_ms"]
+snap_ms = statistics.median(snap_runs)
 arch = json.load(open(os.path.join(work, "archive.json")))
 held = added = 0
 durable = []
@@ -189,8 +198,9 @@ out(f"CPU: {cpu}, {os.cpu_count()} cores (shared, loaded)")
 out()
 out("| figure | value |")
 out("|---|---|")
-out(f"| replay, snap (`mysql restore --until-position`, replay part) | {snap_ms/1000:.1f} s: {events/(snap_ms/1000):.0f} events/s, {range_bytes/1e6/(snap_ms/1000):.2f} MB/s |")
-out(f"| replay, `mariadb-binlog FILES \\| mariadb` | {base_ms/1000:.1f} s: {events/(base_ms/1000):.0f} events/s, {range_bytes/1e6/(base_ms/1000):.2f} MB/s |")
+runs = lambda r: ", ".join(f"{x/1000:.1f}" for x in r)
+out(f"| replay, snap (`mysql restore --until-position`, replay part), median | {snap_ms/1000:.1f} s: {events/(snap_ms/1000):.0f} events/s, {range_bytes/1e6/(snap_ms/1000):.2f} MB/s (runs: {runs(snap_runs)} s) |")
+out(f"| replay, `mariadb-binlog FILES \\| mariadb`, median | {base_ms/1000:.1f} s: {events/(base_ms/1000):.0f} events/s, {range_bytes/1e6/(base_ms/1000):.2f} MB/s (runs: {runs(base_runs)} s) |")
 out(f"| range replayed | {events} events, {range_bytes/1e6:.1f} MB of binlog; checksums snap {sum_snap.strip()} / baseline {sum_base.strip()} / source {sum_src.strip()} |")
 out(f"| server (mysqld) CPU, churn + probe, no follower | {cpu1/1000:.1f} s CPU in {wall1/1000:.1f} s |")
 out(f"| server (mysqld) CPU, same load (other seeds), `--follow --flush-every 1s` | {cpu2/1000:.1f} s CPU in {wall2/1000:.1f} s ({(cpu2-cpu1)/max(cpu1,1)*100:+.1f}%) |")

@@ -190,28 +190,22 @@ pub struct MysqlSummary {
 }
 
 impl Snapshot {
-    /// A snapshot written by this program now: what every writer (file backup, binary-log
-    /// archive) sets the same way — user, program, times as RFC 3339 with nanoseconds — and
-    /// nothing else; the caller adds what only it knows (parent, errors, database parts).
-    pub fn new(
-        tree: Id,
-        time: chrono::DateTime<chrono::FixedOffset>,
-        time_end: chrono::DateTime<chrono::FixedOffset>,
-        host: String,
-        kind: BackupKind,
-        summary: Summary,
-    ) -> Snapshot {
-        let rfc = |t: chrono::DateTime<chrono::FixedOffset>| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, false)
-        };
+    /// A snapshot written by this program now, of `tree`: what every writer (file backup,
+    /// binary-log archive) sets the same way — user, program, `time` and `time_end` now (RFC
+    /// 3339, nanoseconds, local offset) — and nothing else; the caller sets what only it knows
+    /// (its times, kind, paths, parent, errors, database parts).
+    pub fn new(tree: Id, host: String, summary: Summary) -> Snapshot {
+        let now = chrono::Local::now()
+            .fixed_offset()
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false);
         Snapshot {
-            time: rfc(time),
-            time_end: rfc(time_end),
+            time: now.clone(),
+            time_end: now,
             host,
             user: crate::username(),
             paths: Vec::new(),
             tags: Vec::new(),
-            kind,
+            kind: BackupKind::Full,
             parent: None,
             tree,
             incomplete: false,

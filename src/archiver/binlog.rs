@@ -77,19 +77,14 @@ pub fn save_streams(
     };
     let host = meta.host.unwrap_or_else(crate::hostname);
     let snapshot = Snapshot {
+        time: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
         paths: meta.paths,
         tags: meta.tags,
+        kind: meta.kind,
         parent: meta.parent,
         mysql: meta.mysql,
         binlog: meta.binlog,
-        ..Snapshot::new(
-            tree,
-            time,
-            chrono::Local::now().fixed_offset(),
-            host,
-            meta.kind,
-            summary,
-        )
+        ..Snapshot::new(tree, host, summary)
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot })

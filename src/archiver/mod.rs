@@ -220,29 +220,31 @@ pub fn backup(
         bytes_total: summary.bytes_total + mysql.as_ref().map_or(0, |m| m.bytes),
         ..summary
     };
-    let time_end = match opts.time {
-        None => chrono::Local::now().fixed_offset(),
-        Some(t) => chrono::TimeDelta::from_std(started.elapsed())
-            .ok()
-            .and_then(|d| t.checked_add_signed(d))
-            .unwrap_or(t),
-    };
-    // Without a parent every file was read: that is a full backup, whatever was asked for, and
-    // it is what a later differential must compare against.
-    let kind = if parent.is_none() {
-        BackupKind::Full
-    } else {
-        opts.kind
-    };
     let snapshot = Snapshot {
+        time: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
+        time_end: match opts.time {
+            None => chrono::Local::now().fixed_offset(),
+            Some(t) => chrono::TimeDelta::from_std(started.elapsed())
+                .ok()
+                .and_then(|d| t.checked_add_signed(d))
+                .unwrap_or(t),
+        }
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
         paths: abs_paths,
         tags: opts.tags.clone(),
+        // Without a parent every file was read: that is a full backup, whatever was asked for,
+        // and it is what a later differential must compare against.
+        kind: if parent.is_none() {
+            BackupKind::Full
+        } else {
+            opts.kind
+        },
         parent: parent.map(|(id, _)| id),
         incomplete: !errors.is_empty(),
         errors,
         mysql,
         binlog: opts.mysql_prebuilt.as_ref().and_then(|p| p.binlog.clone()),
-        ..Snapshot::new(tree, time, time_end, host, kind, summary)
+        ..Snapshot::new(tree, host, summary)
     };
     let id = repo.save_snapshot(&snapshot)?;
     let summary = crate::audit::Summary {

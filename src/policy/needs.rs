@@ -100,14 +100,7 @@ mod tests {
     }
 
     fn snap(tags: &[&str], mysql: Option<MysqlSummary>, binlog: Option<&str>) -> Snapshot {
-        let mut s = Snapshot::new(
-            id(0),
-            chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z").unwrap(),
-            chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:01Z").unwrap(),
-            "h".into(),
-            BackupKind::Full,
-            Default::default(),
-        );
+        let mut s = Snapshot::new(id(0), "h".into(), Default::default());
         s.tags = tags.iter().map(|t| t.to_string()).collect();
         s.mysql = mysql;
         s.binlog = binlog.map(|f| BinlogRecord {
