@@ -1,5 +1,6 @@
 //! Consolidation, retention of database chains, `--warn-purge` and point-in-time restores of
-//! chosen databases, on real MariaDB servers with binlog on (ports 3450-3459; the archive
+//! chosen databases, purges while following and a GTID hole, on real MariaDB servers with
+//! binlog on (ports 3450-3459; the archive
 //! tests in `mysql_binlog` use 3430-3436).
 //!
 //! Each judge is independent of snap's own encoding: rows read back with SQL and the server's
@@ -19,6 +20,7 @@ const SCRATCH: u16 = 3451;
 const PURGE: u16 = 3452;
 const DATABASES: u16 = 3453;
 const PURGED_WHILE_FOLLOWING: u16 = 3454;
+const GTID_HOLE: u16 = 3457;
 
 fn fp(s: &Server, db: &str) -> Fingerprint {
     fingerprint(&mut s.conn(), db).unwrap()
@@ -476,4 +478,65 @@ fn a_purge_while_following_is_a_reported_gap_and_archiving_goes_on() {
     assert_eq!(report["binlog"][0]["gaps"][0]["kind"], "purged", "{report}");
     let o = snap(&env, &["--json", "mysql", "timeline"]);
     assert_eq!(code(&o), 26, "{}", stderr(&o));
+}
+
+/// A GTID hole: a file whose GTID_LIST (the server's state when it began) is not the state the
+/// archive reached at the end of the file before. Made on one real server by deleting a GTID
+/// domain from its binlog state (`FLUSH BINARY LOGS DELETE_DOMAIN_ID`), which is the mismatch a
+/// failover to a server with another history shows. Recorded and reported (exit 26) by
+/// archive, timeline and check; a restore across it is refused (exit 25).
+#[test]
+fn a_gtid_hole_is_recorded_reported_and_not_replayed_across() {
+    let s = server(GTID_HOLE);
+    s.reset_binlog();
+    s.exec("DROP DATABASE IF EXISTS gh");
+    s.exec("CREATE DATABASE gh");
+    s.exec("CREATE TABLE gh.r (id BIGINT PRIMARY KEY)");
+    let env = env_for(s);
+    let url = s.url_nopass();
+    snap_ok(&env, &["backup", "--mysql", &url, "--mysql-database", "gh"]);
+    let mut c = s.conn();
+    c.query_drop("SET SESSION gtid_domain_id = 5").unwrap();
+    c.query_drop("INSERT INTO gh.r VALUES (1)").unwrap();
+    c.query_drop("SET SESSION gtid_domain_id = 0").unwrap();
+    c.query_drop("INSERT INTO gh.r VALUES (2)").unwrap();
+    drop(c);
+    snap_ok(&env, &["mysql", "archive", &url]);
+    s.exec("FLUSH BINARY LOGS");
+    s.exec("FLUSH BINARY LOGS");
+    snap_ok(&env, &["mysql", "archive", &url]);
+    // everything holding domain 5 is archived; the server forgets the domain
+    let last = s.binlog_files().last().unwrap().clone();
+    s.exec(&format!("PURGE BINARY LOGS TO '{last}'"));
+    s.exec("FLUSH BINARY LOGS DELETE_DOMAIN_ID = (5)");
+    s.exec("INSERT INTO gh.r VALUES (3)");
+    let o = snap(&env, &["mysql", "archive", &url]);
+    assert_eq!(code(&o), 26, "{}", stderr(&o));
+    assert!(stderr(&o).contains("gap (gtid-hole)"), "{}", stderr(&o));
+    let o = snap(&env, &["--json", "mysql", "timeline"]);
+    assert_eq!(code(&o), 26, "{}", stderr(&o));
+    let tl: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(tl["gaps"][0]["kind"], "gtid-hole", "{tl}");
+    let (code_, report, err) = env.check(&[]);
+    assert_eq!(code_, 26, "{report} {err}");
+    assert!(err.contains("gap (gtid-hole)"), "{err}");
+    let gtid: String = s
+        .conn()
+        .query_first("SELECT @@gtid_binlog_pos")
+        .unwrap()
+        .unwrap();
+    let o = snap(
+        &env,
+        &[
+            "mysql",
+            "restore",
+            "--mysql-url",
+            &url,
+            "--until-gtid",
+            &gtid,
+            "--dry-run",
+        ],
+    );
+    assert_eq!(code(&o), 25, "{}", stderr(&o));
+    assert!(stderr(&o).contains("gap"), "{}", stderr(&o));
 }
