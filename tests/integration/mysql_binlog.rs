@@ -106,9 +106,14 @@ pub(crate) fn max_id(s: &Server, db: &str) -> Option<u64> {
 pub(crate) fn commit(s: &Server, c: &mut ::mysql::Conn, sql: &str) -> Row {
     next_second();
     let (file, start) = s.master_status();
-    c.query_drop(sql).unwrap();
-    let gtid: String = c.query_first("SELECT @@last_gtid").unwrap().unwrap();
+    // the statement's binlog timestamp is its session's: pinned, so a loaded machine that
+    // lets the commit slip into the next second cannot make the recorded time wrong
     let time: i64 = c.query_first("SELECT UNIX_TIMESTAMP()").unwrap().unwrap();
+    c.query_drop(format!("SET SESSION timestamp = {time}"))
+        .unwrap();
+    c.query_drop(sql).unwrap();
+    c.query_drop("SET SESSION timestamp = DEFAULT").unwrap();
+    let gtid: String = c.query_first("SELECT @@last_gtid").unwrap().unwrap();
     Row {
         time,
         gtid,
@@ -173,6 +178,8 @@ fn restore_to_time_position_and_gtid_lands_on_the_exact_row() {
         &mut c,
         "INSERT INTO pitr.r (id, v) VALUES (5, 'five')",
     ));
+    // a quiet second between 5 and 6, for a target strictly between two commits
+    std::thread::sleep(Duration::from_secs(2));
     rows.push(commit(
         s,
         &mut c,
@@ -209,6 +216,13 @@ fn restore_to_time_position_and_gtid_lands_on_the_exact_row() {
         restore(&["--until", &t4]),
         Some(4),
         "temp table across rotation"
+    );
+    // strictly between two commits: inclusive and exclusive both stop after the earlier one
+    assert!(r(6).time - r(5).time >= 2, "{:?} {:?}", r(5), r(6));
+    assert_eq!(restore(&["--until", &iso(r(5).time + 1)]), Some(5));
+    assert_eq!(
+        restore(&["--until", &iso(r(5).time + 1), "--exclusive"]),
+        Some(5)
     );
     // position: the transaction starting there is included, or (exclusive) not
     let p5 = format!("{}:{}", r(5).file, r(5).start);

@@ -1,7 +1,6 @@
-//! Consolidation, retention of database chains, `--warn-purge` and point-in-time restores of
-//! chosen databases, purges while following and a GTID hole, on real MariaDB servers with
-//! binlog on (ports 3450-3459; the archive
-//! tests in `mysql_binlog` use 3430-3436).
+//! Consolidation, retention of database chains, `--warn-purge`, point-in-time restores of
+//! chosen databases, a purge while following and a GTID hole, on real MariaDB servers with
+//! binlog on (ports 3450-3459; the archive tests in `mysql_binlog` use 3430-3436).
 //!
 //! Each judge is independent of snap's own encoding: rows read back with SQL and the server's
 //! `CHECKSUM TABLE … EXTENDED` / `SHOW CREATE` ([`snap::mysql::fingerprint`]).
