@@ -132,6 +132,30 @@ pub enum Error {
     /// sequence that skips): recorded and reported; what was archived is stored.
     #[error("the binary-log archive has {count} gap(s): {first}")]
     ArchiveGap { count: usize, first: String },
+    /// `snap mysql consolidate` was given a scratch server that already holds one of the
+    /// databases it would create (it may be the live server).
+    #[error(
+        "the scratch server {server} already holds {databases}: consolidate creates and drops \
+         these databases there, so give a server without them (never the live one)"
+    )]
+    ScratchNotEmpty { server: String, databases: String },
+    /// The new full `consolidate` made does not equal the replayed databases.
+    #[error(
+        "the consolidated full differs from the replay in database {database}: {differences} \
+         difference(s), first: {first}"
+    )]
+    ConsolidateMismatch {
+        database: String,
+        differences: usize,
+        first: String,
+    },
+    /// Forgetting by id would leave a kept snapshot without one it needs (an increment's full
+    /// or predecessor, a full's binary-log archive).
+    #[error(
+        "snapshot {id} is needed by {by}, which is kept; forget that too (or consolidate it \
+         into a new full first)"
+    )]
+    SnapshotNeeded { id: String, by: String },
     /// A dump stream is malformed or does not match its manifest.
     #[error("MySQL dump stream {path}: {what}")]
     DumpStream { path: String, what: String },

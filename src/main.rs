@@ -17,8 +17,10 @@ use snap::error::{Error, StorageFailure};
 /// repository was opened with an append-only key and the command would delete or overwrite, 23 skipped: a database backup of the same server is already running,
 /// 24 database verification failed, 25 point-in-time target not recoverable (past the archive's
 /// end, in a gap, or before every full), 26 the binary-log archive has a gap (what could be
-/// archived was), 27 a MariaDB tool (`mariadb-binlog`, `mariadb`) failed or binlog is off,
-/// 130 interrupted.
+/// archived was; also `check` when it finds one and no damage), 27 a MariaDB tool
+/// (`mariadb-binlog`, `mariadb`) failed or binlog is off, 30 `mysql consolidate`'s scratch
+/// server holds one of the databases, 31 the consolidated full differs from the replay (it was
+/// removed), 32 `forget` by id would leave a kept snapshot without one it needs, 130 interrupted.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>().map(Error::root) {
         Some(Error::NoRepository(_)) => 10,
@@ -38,6 +40,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::NotRecoverable { .. }) => 25,
         Some(Error::ArchiveGap { .. }) => 26,
         Some(Error::BinlogTool { .. } | Error::BinlogOff(_)) => 27,
+        Some(Error::ScratchNotEmpty { .. }) => 30,
+        Some(Error::ConsolidateMismatch { .. }) => 31,
+        Some(Error::SnapshotNeeded { .. }) => 32,
         Some(Error::Interrupted) => 130,
         Some(Error::Policy(_)) => 2,
         Some(Error::Usage(_)) => 2,

@@ -183,9 +183,41 @@ pub struct MysqlSummary {
     /// `file:pos` the range starts at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog_start: Option<String>,
+    /// A full made by `snap mysql consolidate`: the incremental or differential snapshot whose
+    /// content (its full plus the replayed range) this dump is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidates: Option<Id>,
 }
 
 impl Snapshot {
+    /// A snapshot written by this program now, of `tree`: what every writer (file backup,
+    /// binary-log archive) sets the same way — user, program, `time` and `time_end` now (RFC
+    /// 3339, nanoseconds, local offset) — and nothing else; the caller sets what only it knows
+    /// (its times, kind, paths, parent, errors, database parts).
+    pub fn new(tree: Id, host: String, summary: Summary) -> Snapshot {
+        let now = chrono::Local::now()
+            .fixed_offset()
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false);
+        Snapshot {
+            time: now.clone(),
+            time_end: now,
+            host,
+            user: crate::username(),
+            paths: Vec::new(),
+            tags: Vec::new(),
+            kind: BackupKind::Full,
+            parent: None,
+            tree,
+            incomplete: false,
+            errors: Vec::new(),
+            summary,
+            program: format!("snap {}", env!("CARGO_PKG_VERSION")),
+            mysql: None,
+            original: None,
+            binlog: None,
+        }
+    }
+
     pub fn encode(&self, key: &MasterKey) -> Result<Vec<u8>, CryptoError> {
         envelope::seal_file(key, Kind::Snapshot, &crate::cbor::to_vec(self))
     }

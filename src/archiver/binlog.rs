@@ -75,25 +75,16 @@ pub fn save_streams(
         bytes_total: bytes,
         ..Summary::default()
     };
+    let host = meta.host.unwrap_or_else(crate::hostname);
     let snapshot = Snapshot {
         time: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
-        time_end: chrono::Local::now()
-            .fixed_offset()
-            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
-        host: meta.host.unwrap_or_else(crate::hostname),
-        user: crate::username(),
         paths: meta.paths,
         tags: meta.tags,
         kind: meta.kind,
         parent: meta.parent,
-        tree,
-        incomplete: false,
-        errors: Vec::new(),
-        summary,
-        program: format!("snap {}", env!("CARGO_PKG_VERSION")),
         mysql: meta.mysql,
-        original: None,
         binlog: meta.binlog,
+        ..Snapshot::new(tree, host, summary)
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot })

@@ -40,6 +40,23 @@ const BACKUP_LOCK: &str = "snap.backup";
 pub struct MysqlSource {
     pub target: MysqlTarget,
     pub options: DumpOptions,
+    /// Record the dump as this server's state instead of the dumped server's own (see
+    /// [`RecordAs`]); `None` for every ordinary backup.
+    pub record_as: Option<RecordAs>,
+}
+
+/// For a dump that stands for another server's state: `snap mysql consolidate` dumps a scratch
+/// server after replaying the archive into it, and the new full must carry the archived
+/// server's name and the coordinates of the replay's end (where the next replay starts), not
+/// the scratch server's own. The dump's `manifest.json` keeps what the scratch server said.
+#[derive(Debug, Clone)]
+pub struct RecordAs {
+    pub source: String,
+    pub binlog_file: String,
+    pub binlog_position: u64,
+    pub gtid: Option<String>,
+    /// The incremental or differential snapshot whose content the dump is.
+    pub consolidates: Id,
 }
 
 /// Streams finished so far: their path inside the dump and their complete file node.
@@ -193,7 +210,15 @@ pub(super) fn dump(
     let manifest = crate::mysql::dump(&src.target, &sink, &src.options)?;
     let streams = sink.done.into_inner().unwrap_or_else(|e| e.into_inner());
     let root = save_dir(saver, MYSQL_DIR, streams, now_ns)?;
-    Ok((root, summary(&src.target, &manifest)))
+    let mut summary = summary(&src.target, &manifest);
+    if let Some(r) = &src.record_as {
+        summary.source = r.source.clone();
+        summary.binlog_file = Some(r.binlog_file.clone());
+        summary.binlog_position = Some(r.binlog_position);
+        summary.gtid = r.gtid.clone();
+        summary.consolidates = Some(r.consolidates);
+    }
+    Ok((root, summary))
 }
 
 fn summary(target: &MysqlTarget, m: &DumpManifest) -> MysqlSummary {
@@ -226,6 +251,7 @@ fn summary(target: &MysqlTarget, m: &DumpManifest) -> MysqlSummary {
         base: None,
         since: None,
         binlog_start: None,
+        consolidates: None,
     }
 }
 

@@ -13,7 +13,7 @@ mod scan;
 mod walker;
 
 pub use binlog::{StreamSnapshot, save_streams};
-pub use db::{MYSQL_DIR, MysqlSource};
+pub use db::{MYSQL_DIR, MysqlSource, RecordAs};
 pub use scan::scan;
 
 use std::collections::BTreeMap;
@@ -236,8 +236,6 @@ pub fn backup(
                 .unwrap_or(t),
         }
         .to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
-        host,
-        user: crate::username(),
         paths: abs_paths,
         tags: opts.tags.clone(),
         // Without a parent every file was read: that is a full backup, whatever was asked for,
@@ -248,14 +246,11 @@ pub fn backup(
             opts.kind
         },
         parent: parent.map(|(id, _)| id),
-        tree,
         incomplete: !errors.is_empty(),
         errors,
-        summary,
-        program: format!("snap {}", env!("CARGO_PKG_VERSION")),
         mysql,
-        original: None,
         binlog: opts.mysql_prebuilt.as_ref().and_then(|p| p.binlog.clone()),
+        ..Snapshot::new(tree, host, summary)
     };
     let id = repo.save_snapshot(&snapshot)?;
     let summary = crate::audit::Summary {

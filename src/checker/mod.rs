@@ -63,6 +63,42 @@ pub struct CheckReport {
     /// Locks held by other processes, with their age (stale ones say so).
     pub locks: Vec<String>,
     pub problems: Vec<Problem>,
+    /// Each binary-log archive's continuity: its gaps and holes (reported loudly, exit 26, but
+    /// not damage: the repository holds what it says) and its recovery point.
+    pub binlog: Vec<ArchiveContinuity>,
+}
+
+/// One archive as `check` reports it (the full picture is `snap mysql timeline`).
+#[derive(Debug, Serialize)]
+pub struct ArchiveContinuity {
+    pub source: String,
+    pub gaps: Vec<crate::snapshot::BinlogGap>,
+    pub holes: Vec<String>,
+    pub recovery_point: Option<crate::database::binlog::timeline::RecoveryPoint>,
+}
+
+/// The continuity of every archive in `snapshots`.
+fn archives(snapshots: &[(Id, Snapshot)]) -> Vec<ArchiveContinuity> {
+    use crate::database::binlog::{Chain, timeline};
+    let mut sources: Vec<&str> = snapshots
+        .iter()
+        .filter_map(|(_, s)| s.binlog.as_ref().map(|b| b.source.as_str()))
+        .collect();
+    sources.sort();
+    sources.dedup();
+    sources
+        .into_iter()
+        .map(|src| {
+            let chain = Chain::from_snapshots(snapshots, src);
+            let tl = timeline(snapshots, &chain);
+            ArchiveContinuity {
+                source: src.to_string(),
+                gaps: tl.gaps,
+                holes: tl.holes,
+                recovery_point: tl.recovery_point,
+            }
+        })
+        .collect()
 }
 
 /// Live counters for a progress bar: pack bytes to read (known once the packs are listed) and
@@ -93,6 +129,7 @@ pub fn check_with_progress(
     report.locks = other_locks(repo)?;
     let snapshots = load_snapshots(repo, &mut report)?;
     report.snapshots = snapshots.len();
+    report.binlog = archives(&snapshots);
 
     let walk = structure::walk(repo, &snapshots)?;
     report.trees = walk.trees;

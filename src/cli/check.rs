@@ -69,6 +69,25 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     drop(ticker);
     let r = r?;
     ctx.notes(&repo.notes[opened..]);
+    // loud in every mode: a gap limits what can be restored
+    for a in &r.binlog {
+        for g in &a.gaps {
+            eprintln!(
+                "snap: WARNING: binary-log archive {} has a gap ({}) {} -> {}: {}",
+                a.source,
+                g.kind,
+                g.after.as_deref().unwrap_or("start"),
+                g.before,
+                g.detail
+            );
+        }
+        for h in &a.holes {
+            eprintln!(
+                "snap: WARNING: binary-log archive {} has a hole: {h}",
+                a.source
+            );
+        }
+    }
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(exit_code(&r));
@@ -80,6 +99,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         }
         if p.affected_omitted > 0 {
             println!("  affects {} more path(s)", p.affected_omitted);
+        }
+    }
+    for a in r.binlog.iter().filter(|_| !ctx.quiet) {
+        match &a.recovery_point {
+            Some(p) => println!(
+                "binary-log archive {}: recovery point {} ({}, GTID state {})",
+                a.source,
+                p.time.as_deref().unwrap_or("?"),
+                p.position,
+                p.gtid_state
+            ),
+            None => println!(
+                "binary-log archive {}: no recovery point (no full backup lies in it)",
+                a.source
+            ),
         }
     }
     if !ctx.quiet {
@@ -116,9 +150,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     Ok(exit_code(&r))
 }
 
-/// 0 clean, 1 damage found (usage errors are 2, a missing repository 10: see `main`).
+/// 0 clean, 1 damage found, 26 no damage but a binary-log archive has a gap or hole (usage
+/// errors are 2, a missing repository 10: see `main`).
 fn exit_code(r: &checker::CheckReport) -> u8 {
-    if r.problems.is_empty() { 0 } else { 1 }
+    if !r.problems.is_empty() {
+        1
+    } else if r
+        .binlog
+        .iter()
+        .any(|a| !a.gaps.is_empty() || !a.holes.is_empty())
+    {
+        26
+    } else {
+        0
+    }
 }
 
 pub fn unlock(ctx: &Ctx, a: UnlockArgs) -> Result<u8> {

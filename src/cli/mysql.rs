@@ -1,5 +1,5 @@
 //! `snap mysql restore`: load a snapshot's database dump into a server, safely; with `--until*`
-//! to a point in time (full + archived binary logs). `archive` and `timeline` are in
+//! to a point in time (full + archived binary logs). `archive`, `timeline` and `consolidate` are in
 //! [`super::mysql_binlog`].
 
 use anyhow::{Result, bail};
@@ -21,6 +21,10 @@ pub enum Mysql {
     Archive(super::mysql_binlog::ArchiveArgs),
     /// What can be recovered: full backups, archived binary-log ranges, gaps, recovery point
     Timeline(super::mysql_binlog::TimelineArgs),
+    /// Make a new full from an incremental/differential database snapshot (its full plus the
+    /// replayed range, done on a scratch server and verified), so older increments can be
+    /// forgotten
+    Consolidate(super::mysql_binlog::ConsolidateArgs),
 }
 
 #[derive(clap::Args)]
@@ -56,6 +60,7 @@ pub fn run(ctx: &Ctx, m: Mysql) -> Result<u8> {
         Mysql::Restore(a) => *a,
         Mysql::Archive(a) => return super::mysql_binlog::archive(ctx, a),
         Mysql::Timeline(a) => return super::mysql_binlog::timeline(ctx, a),
+        Mysql::Consolidate(a) => return super::mysql_binlog::consolidate(ctx, a),
     };
     let mut renames = Vec::new();
     for r in &a.rename {

@@ -150,6 +150,7 @@ impl Backup {
                 lock_timeout: Duration::from_secs_f64(self.lock_timeout),
                 grants: self.grants,
             },
+            record_as: None,
         }))
     }
 }

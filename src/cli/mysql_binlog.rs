@@ -1,4 +1,5 @@
-//! `snap mysql archive`, `snap mysql timeline` and `snap mysql restore --until*`: parse the
+//! `snap mysql archive`, `snap mysql timeline`, `snap mysql consolidate` and
+//! `snap mysql restore --until*`: parse the
 //! options, make one library call, print (text or `--json`). Gaps are printed to stderr as
 //! warnings and end the command with exit code 26, after everything that could be stored was.
 
@@ -48,6 +49,23 @@ pub struct TimelineArgs {
     archive: Option<String>,
     #[command(flatten)]
     conn: Conn,
+}
+
+#[derive(clap::Args)]
+pub struct ConsolidateArgs {
+    /// The incremental or differential database snapshot (id prefix or `latest`: the newest
+    /// one)
+    #[arg(default_value = "latest")]
+    snapshot: String,
+    /// A server without the snapshot's databases, where the replay and the checks run (never
+    /// the live server: one holding any of the databases is refused)
+    #[arg(long, value_name = "URL")]
+    scratch: String,
+    #[command(flatten)]
+    conn: Conn,
+    /// Loader and dump connections
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 #[derive(clap::Args, Default)]
@@ -219,23 +237,32 @@ pub fn archive(ctx: &Ctx, a: ArchiveArgs) -> Result<u8> {
         }
     }
     if a.warn_purge {
-        match binlog::archive::purge_horizon(&report) {
-            None => eprintln!("snap: the server never purges binary logs by age"),
-            Some(h) => {
-                let left: Vec<&String> = report.unarchived_at_start.iter().collect();
-                eprintln!(
-                    "snap: the server purges binary logs {}s after they are closed; {} file(s) \
-                     were not yet archived when this run started ({}); archive at least every \
-                     {}s to lose nothing",
-                    h.as_secs(),
-                    left.len(),
-                    left.iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    h.as_secs()
-                );
-            }
+        let w = binlog::archive::purge_warning(&report, report.started);
+        if ctx.json {
+            eprintln!("{}", serde_json::to_string(&w)?);
+        }
+        match (w.expire_seconds, &w.oldest_unarchived, w.seconds_left) {
+            (0, _, _) => eprintln!(
+                "snap: the server never purges binary logs by age (binlog_expire_logs_seconds \
+                 and expire_logs_days are 0)"
+            ),
+            (e, Some(f), Some(left)) => eprintln!(
+                "snap: {}: {f} (closed {}) was not archived when this run started and the server \
+                 may purge it at {} ({}); the server purges a log {e}s after it closes: archive \
+                 at least that often (or keep `--follow` running)",
+                if left < 0 { "WARNING" } else { "purge horizon" },
+                w.closed_at.as_deref().unwrap_or("?"),
+                w.purge_at.as_deref().unwrap_or("?"),
+                if left < 0 {
+                    format!("{}s overdue", -left)
+                } else {
+                    format!("{left}s after this run started")
+                }
+            ),
+            (e, _, _) => eprintln!(
+                "snap: every closed log was archived; the server purges a log {e}s after it \
+                 closes: archive at least that often (or keep `--follow` running)"
+            ),
         }
     }
     warn_gaps(ctx, &report.gaps)?;
@@ -375,6 +402,7 @@ fn run_plan(
         exclusive: u.exclusive,
         restore,
         work_dir: repo.cache_dir().join("work"),
+        scratch: false,
     };
     let out = binlog::restore_to(repo, plan, source, &opts, &ctx.interrupt)?;
     if ctx.json {
@@ -394,6 +422,50 @@ fn run_plan(
             out.plan.transactions,
             out.plan.target,
             out.replay_ms as f64 / 1000.0
+        );
+    }
+    Ok(0)
+}
+
+pub fn consolidate(ctx: &Ctx, a: ConsolidateArgs) -> Result<u8> {
+    let scratch = a.conn.target(Some(&a.scratch))?;
+    let mut repo = ctx.open()?;
+    let _lock = ctx.lock(&mut repo, Operation::Backup)?;
+    let (id, _) = if a.snapshot == "latest" {
+        let all = repo.snapshots()?;
+        let newest = all
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.mysql.as_ref().is_some_and(|m| !m.kind.is_full()));
+        match newest {
+            Some(found) => found,
+            None => bail!("the repository holds no incremental or differential database backup"),
+        }
+    } else {
+        repo.find_snapshot(&a.snapshot, &snap::snapshot::SnapshotFilter::default())?
+    };
+    let opts = binlog::ConsolidateOptions {
+        scratch,
+        threads: a.threads.max(1),
+        host: None,
+        work_dir: repo.cache_dir().join("work"),
+    };
+    let out = binlog::consolidate(&mut repo, &id, &opts, &ctx.interrupt)?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if !ctx.quiet {
+        println!(
+            "snapshot {} is a new full of {} at {}:{}: full {} plus {} replayed transaction(s), \
+             {} table(s) verified against the replay in {:.1}s; the increments before it can now \
+             be forgotten",
+            &out.snapshot[..8],
+            out.databases.join(", "),
+            out.binlog_file,
+            out.binlog_position,
+            &out.base[..8],
+            out.transactions_replayed,
+            out.tables_verified,
+            out.duration_ms as f64 / 1000.0
         );
     }
     Ok(0)

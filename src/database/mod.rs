@@ -166,7 +166,7 @@ pub(crate) fn target_databases(m: &DumpManifest, opts: &RestoreOptions) -> Vec<S
     out
 }
 
-fn existing_databases(target: &MysqlTarget, names: &[String]) -> Result<Vec<String>> {
+pub(crate) fn existing_databases(target: &MysqlTarget, names: &[String]) -> Result<Vec<String>> {
     use mysql::prelude::Queryable;
     let mut conn = target.connect()?;
     let all: Vec<String> = conn
@@ -176,6 +176,17 @@ fn existing_databases(target: &MysqlTarget, names: &[String]) -> Result<Vec<Stri
             source,
         })?;
     Ok(names.iter().filter(|n| all.contains(n)).cloned().collect())
+}
+
+/// Every database on `target`.
+pub(crate) fn all_databases(target: &MysqlTarget) -> Result<Vec<String>> {
+    use mysql::prelude::Queryable;
+    let mut conn = target.connect()?;
+    conn.query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+        .map_err(|source| Error::Mysql {
+            what: "listing databases".into(),
+            source,
+        })
 }
 
 /// Restores the dump in snapshot `snap_id` into `opts.target`, with a safety snapshot and
@@ -213,6 +224,7 @@ pub fn restore(
                     threads: opts.load.threads,
                     ..DumpOptions::default()
                 },
+                record_as: None,
             }),
             time: None,
             mysql_prebuilt: None,

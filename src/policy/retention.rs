@@ -257,6 +257,8 @@ pub enum Reason {
     TimeUnreadable,
     /// Named on the command line (a removal).
     Named,
+    /// Needed by the kept snapshot with this short id (see [`super::needs`]).
+    Needed(String),
 }
 
 impl fmt::Display for Reason {
@@ -274,6 +276,7 @@ impl fmt::Display for Reason {
             Reason::PreRestore => write!(f, "{PRE_RESTORE_TAG} ({SAFETY_COPY_DAYS} days)"),
             Reason::TimeUnreadable => write!(f, "time unreadable"),
             Reason::Named => write!(f, "named"),
+            Reason::Needed(by) => write!(f, "needed by {by}"),
         }
     }
 }
@@ -552,7 +555,37 @@ pub fn plan(
             remove,
         });
     }
+    keep_needed(&mut out, snapshots);
     Ok(out)
+}
+
+/// Moves every planned removal that a kept snapshot needs ([`super::needs`]) to the kept ones:
+/// no rule may keep an increment without its full, or a full without the archive it replays.
+fn keep_needed(plan: &mut Plan, snapshots: &[(Id, Snapshot)]) {
+    let removed: std::collections::BTreeSet<Id> = plan.removals().copied().collect();
+    let kept = snapshots
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !removed.contains(id))
+        .collect();
+    let missing = super::needs::missing(snapshots, &kept, super::needs::Needs::All);
+    if missing.is_empty() {
+        return;
+    }
+    for g in &mut plan.groups {
+        let (back, stay): (Vec<Decision>, Vec<Decision>) = std::mem::take(&mut g.remove)
+            .into_iter()
+            .partition(|d| missing.contains_key(&d.id));
+        g.remove = stay;
+        for mut d in back {
+            if let Some(by) = missing.get(&d.id) {
+                d.reasons.push(Reason::Needed(by.short()));
+            }
+            g.keep.push(d);
+        }
+        g.keep
+            .sort_by_key(|d| std::cmp::Reverse(DateTime::parse_from_rfc3339(&d.time).ok()));
+    }
 }
 
 /// The plan that removes exactly the snapshots named by `specs` (full ids or unique prefixes),
@@ -581,6 +614,20 @@ pub fn plan_ids(
         .map(|(id, s)| Decision::new(id, s, vec![Reason::Named]))
         .collect();
     remove.sort_by_key(|d| std::cmp::Reverse(DateTime::parse_from_rfc3339(&d.time).ok()));
+    let kept = snapshots
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !chosen.contains_key(id))
+        .collect();
+    if let Some((id, by)) = super::needs::missing(snapshots, &kept, super::needs::Needs::Restore)
+        .into_iter()
+        .find(|(id, _)| chosen.contains_key(id))
+    {
+        return Err(Error::SnapshotNeeded {
+            id: id.short(),
+            by: by.short(),
+        });
+    }
     Ok(Plan {
         groups: vec![Group {
             group: GroupKey::default(),

@@ -264,6 +264,7 @@ fn golden_snapshot() -> Snapshot {
             base: None,
             since: None,
             binlog_start: None,
+            consolidates: None,
         }),
         original: None,
         binlog: None,

@@ -27,6 +27,7 @@ mod mysql_binlog;
 mod mysql_cli;
 mod mysql_common;
 mod mysql_hardening;
+mod mysql_pitr;
 mod parallel_walk;
 mod prune;
 mod remote;

@@ -18,20 +18,20 @@ const PITR: u16 = 3430;
 const FOLLOW: u16 = 3431;
 const GAPS: u16 = 3432;
 
-fn env_for(s: &Server) -> Env {
+pub(crate) fn env_for(s: &Server) -> Env {
     let _ = s;
     Env::new(&[])
 }
 
 /// `snap ARGS` with the MySQL password in the environment (never in argv).
-fn snap(env: &Env, args: &[&str]) -> std::process::Output {
+pub(crate) fn snap(env: &Env, args: &[&str]) -> std::process::Output {
     env.cmd(args)
         .env("SNAP_MYSQL_PASSWORD", "snap")
         .output()
         .unwrap()
 }
 
-fn snap_ok(env: &Env, args: &[&str]) -> String {
+pub(crate) fn snap_ok(env: &Env, args: &[&str]) -> String {
     let o = snap(env, args);
     assert!(
         o.status.success(),
@@ -42,7 +42,7 @@ fn snap_ok(env: &Env, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn snap_json(env: &Env, args: &[&str]) -> serde_json::Value {
+pub(crate) fn snap_json(env: &Env, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["--json"];
     a.extend_from_slice(args);
     serde_json::from_str(&snap_ok(env, &a)).unwrap()
@@ -51,7 +51,7 @@ fn snap_json(env: &Env, args: &[&str]) -> serde_json::Value {
 /// Every binlog file the server has, as the archive holds it, compared with the server's copy.
 /// The open file's format description may differ in its in-use flag only (the server clears it
 /// in what it sends). Also: the records name each byte once (nothing stored twice).
-fn assert_archive_equals_server(env: &Env, s: &Server) {
+pub(crate) fn assert_archive_equals_server(env: &Env, s: &Server) {
     let mut repo = env.open_lib();
     let all = repo.snapshots().unwrap();
     let chain = Chain::from_snapshots(&all, &s.archive_source());
@@ -80,22 +80,22 @@ fn assert_archive_equals_server(env: &Env, s: &Server) {
 /// One committed row: its commit second, GTID, and the binlog position its
 /// transaction starts at.
 #[derive(Debug, Clone)]
-struct Row {
-    time: i64,
-    gtid: String,
-    file: String,
-    start: u64,
+pub(crate) struct Row {
+    pub time: i64,
+    pub gtid: String,
+    pub file: String,
+    pub start: u64,
 }
 
 /// Waits until the wall clock is 100 ms into a fresh second, so the next commit's binlog
 /// timestamp (whole seconds) differs from the previous one's.
-fn next_second() {
+pub(crate) fn next_second() {
     let now = chrono::Utc::now();
     let ms = now.timestamp_subsec_millis() as u64;
     std::thread::sleep(Duration::from_millis(1100 - ms));
 }
 
-fn max_id(s: &Server, db: &str) -> Option<u64> {
+pub(crate) fn max_id(s: &Server, db: &str) -> Option<u64> {
     s.conn()
         .query_first(format!("SELECT MAX(id) FROM {db}.r"))
         .unwrap()
@@ -103,12 +103,17 @@ fn max_id(s: &Server, db: &str) -> Option<u64> {
 }
 
 /// Commits a row with `sql` on `c` and records where it went.
-fn commit(s: &Server, c: &mut ::mysql::Conn, sql: &str) -> Row {
+pub(crate) fn commit(s: &Server, c: &mut ::mysql::Conn, sql: &str) -> Row {
     next_second();
     let (file, start) = s.master_status();
-    c.query_drop(sql).unwrap();
-    let gtid: String = c.query_first("SELECT @@last_gtid").unwrap().unwrap();
+    // the statement's binlog timestamp is its session's: pinned, so a loaded machine that
+    // lets the commit slip into the next second cannot make the recorded time wrong
     let time: i64 = c.query_first("SELECT UNIX_TIMESTAMP()").unwrap().unwrap();
+    c.query_drop(format!("SET SESSION timestamp = {time}"))
+        .unwrap();
+    c.query_drop(sql).unwrap();
+    c.query_drop("SET SESSION timestamp = DEFAULT").unwrap();
+    let gtid: String = c.query_first("SELECT @@last_gtid").unwrap().unwrap();
     Row {
         time,
         gtid,
@@ -117,7 +122,7 @@ fn commit(s: &Server, c: &mut ::mysql::Conn, sql: &str) -> Row {
     }
 }
 
-fn iso(t: i64) -> String {
+pub(crate) fn iso(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -173,6 +178,8 @@ fn restore_to_time_position_and_gtid_lands_on_the_exact_row() {
         &mut c,
         "INSERT INTO pitr.r (id, v) VALUES (5, 'five')",
     ));
+    // a quiet second between 5 and 6, for a target strictly between two commits
+    std::thread::sleep(Duration::from_secs(2));
     rows.push(commit(
         s,
         &mut c,
@@ -209,6 +216,13 @@ fn restore_to_time_position_and_gtid_lands_on_the_exact_row() {
         restore(&["--until", &t4]),
         Some(4),
         "temp table across rotation"
+    );
+    // strictly between two commits: inclusive and exclusive both stop after the earlier one
+    assert!(r(6).time - r(5).time >= 2, "{:?} {:?}", r(5), r(6));
+    assert_eq!(restore(&["--until", &iso(r(5).time + 1)]), Some(5));
+    assert_eq!(
+        restore(&["--until", &iso(r(5).time + 1), "--exclusive"]),
+        Some(5)
     );
     // position: the transaction starting there is included, or (exclusive) not
     let p5 = format!("{}:{}", r(5).file, r(5).start);
@@ -429,6 +443,15 @@ fn purged_logs_are_a_reported_gap_and_restores_across_it_are_refused() {
     let tl: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(tl["gaps"][0]["kind"], "purged", "{tl}");
     assert_eq!(tl["stretches"].as_array().unwrap().len(), 2, "{tl}");
+    // check says so too: no damage, but exit 26 and a warning naming the gap
+    let (code_, report, err) = env.check(&[]);
+    assert_eq!(code_, 26, "{report} {err}");
+    assert!(err.contains("has a gap (purged)"), "{err}");
+    assert_eq!(report["binlog"][0]["gaps"][0]["kind"], "purged", "{report}");
+    assert!(
+        report["problems"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
     // the only full is before the gap: a target after it is refused ...
     let g4: String = s
         .conn()
@@ -483,7 +506,7 @@ fn purged_logs_are_a_reported_gap_and_restores_across_it_are_refused() {
 
 const INCR: u16 = 3433;
 
-fn snapshot_json(env: &Env, id: &str) -> serde_json::Value {
+pub(crate) fn snapshot_json(env: &Env, id: &str) -> serde_json::Value {
     let all = snap_json(env, &["snapshots"]);
     all.as_array()
         .unwrap()

@@ -11,7 +11,9 @@
 //!
 //! The copy runs as [`RawCopy`]; received bytes are cut only at event boundaries, and a
 //! restarted copy (after a disconnect, or after `snap` was killed) resumes at the last durable
-//! end, so each byte is stored once and none is skipped.
+//! end, so each byte is stored once and none is skipped. A follower that reconnects to find its
+//! resume file purged meanwhile records a `purged` gap (and says so at once on stderr) and goes on
+//! from the server's oldest log.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::chain::Chain;
+use super::timeline;
 use crate::archiver::{self, StreamSnapshot};
 use crate::error::{Error, Result};
 use crate::mysql::MysqlTarget;
@@ -70,6 +73,8 @@ pub struct ArchiveReport {
     /// Server files not (fully) archived when the run started.
     pub unarchived_at_start: Vec<String>,
     pub reconnects: u64,
+    /// When the run started (seconds since the epoch).
+    pub started: i64,
 }
 
 /// The archive's name for a target: how snap reached it, without the password.
@@ -374,6 +379,7 @@ pub fn archive(
             source,
             expire_seconds: server.expire_seconds,
             unarchived_at_start: unarchived,
+            started: chrono::Utc::now().timestamp(),
             ..ArchiveReport::default()
         },
         at: (file, pos),
@@ -440,6 +446,25 @@ pub fn archive(
                 }
                 if let Ok(s) = ServerLogs::query(&opts.target) {
                     run.server = s;
+                    if !run.server.has(&durable_at.0) {
+                        // purged while we were away: resume where the server's logs begin,
+                        // and record (and say now: a follower runs for days) what was lost
+                        let all = run.repo.snapshots()?;
+                        let now_chain = Chain::from_snapshots(&all, &run.source);
+                        let (f, p, st, gaps) = resume_point(&now_chain, &run.server, &now())?;
+                        for g in &gaps {
+                            eprintln!(
+                                "snap: WARNING: binary-log archive gap ({}) {} -> {}: {}",
+                                g.kind,
+                                g.after.as_deref().unwrap_or("start"),
+                                g.before,
+                                g.detail
+                            );
+                        }
+                        run.gaps.extend(gaps);
+                        durable_at = (f, p);
+                        durable_state = st;
+                    }
                 }
                 continue 'connect;
             }
@@ -454,10 +479,58 @@ pub fn archive(
     Ok(run.report)
 }
 
-/// Used by the CLI's `--warn-purge`: per unarchived file, nothing more is known than that the
-/// server purges it `expire_seconds` after it was closed.
-pub fn purge_horizon(report: &ArchiveReport) -> Option<Duration> {
-    (report.expire_seconds > 0).then(|| Duration::from_secs(report.expire_seconds))
+/// `--warn-purge`: how close the server came to purging a log before it was archived.
+#[derive(Debug, Clone, Serialize)]
+pub struct PurgeWarning {
+    /// The server purges a closed log this long after it was closed (0: never by age).
+    pub expire_seconds: u64,
+    /// The oldest closed file that was not (fully) archived when the run started ...
+    pub oldest_unarchived: Option<String>,
+    /// ... when it was closed (its ROTATE event, else the next file's first event) ...
+    pub closed_at: Option<String>,
+    /// ... and the earliest moment the server may purge it.
+    pub purge_at: Option<String>,
+    /// Seconds from the run's start until `purge_at` (negative: it was already due, and only
+    /// a rotation had not yet come to purge it).
+    pub seconds_left: Option<i64>,
+}
+
+/// The purge warning for a finished run that started at `started` (seconds since the epoch).
+/// MariaDB purges a log once it has been closed `expire_seconds` (at the next rotation or
+/// restart); the file still open is purged no earlier than that after it closes, so archiving
+/// at least every `expire_seconds` loses nothing.
+pub fn purge_warning(report: &ArchiveReport, started: i64) -> PurgeWarning {
+    let closed = |file: &str| -> Option<u32> {
+        let own = report
+            .segments
+            .iter()
+            .filter(|s| s.file == file && s.ended)
+            .filter_map(|s| s.last_time)
+            .max();
+        let next = report
+            .segments
+            .iter()
+            .find(|s| s.start == 0 && events::file_number(&s.file) > events::file_number(file))
+            .and_then(|s| s.first_time);
+        own.filter(|t| *t > 0).or(next)
+    };
+    let oldest = report
+        .unarchived_at_start
+        .iter()
+        .find_map(|f| closed(f).map(|t| (f.clone(), t)));
+    let expire = report.expire_seconds;
+    let at = |t: i64| timeline::time_str(u32::try_from(t).unwrap_or(u32::MAX));
+    let purge = oldest.as_ref().and_then(|(_, c)| {
+        (expire > 0)
+            .then(|| i64::from(*c).saturating_add(i64::try_from(expire).unwrap_or(i64::MAX)))
+    });
+    PurgeWarning {
+        expire_seconds: expire,
+        oldest_unarchived: oldest.as_ref().map(|(f, _)| f.clone()),
+        closed_at: oldest.as_ref().map(|(_, c)| timeline::time_str(*c)),
+        purge_at: purge.map(at),
+        seconds_left: purge.map(|p| p.saturating_sub(started)),
+    }
 }
 
 /// Counts per gap kind, for messages.

@@ -6,7 +6,10 @@
 //! Two runs may store overlapping ranges (a run killed after its packs but before its snapshot
 //! stores nothing; a run after it starts again at the last durable end, so overlaps come only
 //! from concurrent runs): the chain keeps, per file, ranges that extend it and ignores ranges it
-//! already covers, so a duplicate is never replayed twice.
+//! already covers, so a duplicate is never replayed twice. The oldest file's ranges that do not
+//! reach back to its start are left out rather than called a hole: retention forgot the
+//! archive's beginning (an archive snapshot that a kept full needs may also hold the tail of
+//! the file before), and nothing before the oldest kept full is replayed anyway.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -73,6 +76,11 @@ impl Chain {
                     continue; // already covered
                 }
                 if r.seg.start != end {
+                    if kept.is_empty() && chain.files.is_empty() {
+                        // the archive's oldest file without its start: its beginning was
+                        // forgotten (retention), not lost between two archived ranges
+                        continue;
+                    }
                     chain
                         .holes
                         .push(format!("{name}: bytes {end}..{} missing", r.seg.start));
@@ -80,6 +88,9 @@ impl Chain {
                     break;
                 }
                 kept.push(r);
+            }
+            if kept.is_empty() && chain.files.is_empty() {
+                continue;
             }
             chain.files.push((name, kept));
         }

@@ -17,14 +17,17 @@
 //! - [`incremental`]: `backup --mysql --incremental/--differential` as binlog ranges.
 //! - [`timeline`]: fulls, ranges, gaps and the recovery point.
 //! - [`pitr`]: planning and running a restore to a time, position or GTID.
+//! - [`consolidate`]: an increment replayed into a scratch server and dumped as a new full.
 
 pub mod archive;
 pub mod chain;
+pub mod consolidate;
 pub mod incremental;
 pub mod pitr;
 pub mod timeline;
 
 pub use archive::{ArchiveOptions, ArchiveReport, archive};
 pub use chain::Chain;
+pub use consolidate::{ConsolidateOptions, ConsolidateOutcome, consolidate};
 pub use pitr::{PitrOptions, PitrOutcome, PitrPlan, Target, plan, restore_to};
 pub use timeline::{Timeline, timeline};

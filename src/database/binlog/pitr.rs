@@ -13,7 +13,12 @@
 //!
 //! A target past the archive's end, inside a gap, or before every usable full is refused with
 //! [`Error::NotRecoverable`] naming the newest recoverable moment; so is a target that would
-//! need a replay across a gap. If loading, verification or replay fails, the pre-restore
+//! need a replay across a gap. A restore never changes a database it did not save first and
+//! load: when the server holds other databases than those loaded from the full (all of the
+//! full's, or those `--database DB` names), only the loaded ones receive events (see
+//! [`replay_filters`]). `--table` and `--rename` are refused, as the events name the original
+//! tables.
+//! If loading, verification or replay fails, the pre-restore
 //! snapshot is put back (see [`crate::database::restore`]).
 
 use std::path::PathBuf;
@@ -63,6 +68,8 @@ pub struct PitrOptions {
     pub restore: DbRestoreOptions,
     /// Where the replay's private working files go (the reassembled binlog files).
     pub work_dir: PathBuf,
+    /// The target is a scratch server (consolidate): its other databases may be ignored.
+    pub scratch: bool,
 }
 
 /// What a restore to a point does, before it does it.
@@ -307,6 +314,84 @@ fn newest_full(
         })
 }
 
+/// Which databases' events the replay applies, one session each (`None`: all, in one session).
+///
+/// A restore must not change a database it did not load (and save first). So the range's
+/// events are looked at before anything changes: the database of every row event (its table
+/// map), every statement's default database, and, for a statement run without one, the
+/// databases its text names as `db.` or `` `db`. ``.
+/// - Nothing in the range touches another database on the target: every event is applied in
+///   one session (databases the range creates are created too).
+/// - Something does: only the loaded databases' events are applied (the decoder's
+///   `--database`, one session per database). The decoder attributes a statement to its
+///   default database, as replication's filters do, so if the range also holds a statement
+///   without one it could be dropped from a loaded database: refused, before anything changes.
+///   On a `scratch` server (consolidate) its other databases do not matter: every event is
+///   applied, and one for a database the full does not hold fails the replay loudly.
+///
+/// Like replication filters, a statement whose default database is a loaded one but which
+/// names another (`USE a; UPDATE b.t ...`) is applied as its default database says.
+fn replay_filters(
+    target: &crate::mysql::MysqlTarget,
+    restored: &[String],
+    plan: &PitrPlan,
+    paths: &[PathBuf],
+    scratch: bool,
+) -> Result<Vec<Option<String>>> {
+    const SYSTEM: [&str; 4] = ["mysql", "information_schema", "performance_schema", "sys"];
+    let others: Vec<String> = database::all_databases(target)?
+        .into_iter()
+        .filter(|d| !SYSTEM.contains(&d.as_str()) && !restored.contains(d))
+        .collect();
+    if others.is_empty() {
+        return Ok(vec![None]);
+    }
+    let names = |text: &str, db: &str| {
+        let t = text.to_ascii_lowercase();
+        let d = db.to_ascii_lowercase();
+        t.contains(&format!("{d}.")) || t.contains(&format!("`{d}`."))
+    };
+    let (ff, fp, cf, cut) = &plan.range;
+    let (mut foreign, mut unattributed) = (None::<String>, None::<String>);
+    for (f, p) in plan.files.iter().zip(paths) {
+        let bytes = std::fs::read(p).map_err(|e| Error::io("reading", p, e))?;
+        let (list, _) = FileReader::new(f)
+            .read(&bytes)
+            .map_err(|e| Error::BinlogFormat(e.to_string()))?;
+        let lo = if f == ff { *fp } else { 0 };
+        let hi = if f == cf { *cut } else { u64::MAX };
+        for e in list.iter().filter(|e| e.at >= lo && e.end() <= hi) {
+            let at = || format!("{f}:{}", e.at);
+            let db = e.table_db.as_deref().or(e.query_db.as_deref());
+            if let Some(d) = db.filter(|d| others.iter().any(|o| o == d)) {
+                foreign.get_or_insert_with(|| format!("{d} at {}", at()));
+            }
+            if let Some(t) = &e.query_text {
+                if let Some(o) = others.iter().find(|o| names(t, o)) {
+                    foreign.get_or_insert_with(|| format!("{o} at {}", at()));
+                }
+                unattributed.get_or_insert_with(at);
+            }
+        }
+    }
+    match (foreign, unattributed) {
+        (None, _) => Ok(vec![None]),
+        (Some(_), None) => Ok(restored.iter().cloned().map(Some).collect()),
+        (Some(_), Some(_)) if scratch => Ok(vec![None]),
+        (Some(other), Some(at)) => Err(Error::NotRecoverable {
+            target: plan.target.clone(),
+            why: format!(
+                "the range changes another database on the server ({other}), so only the \
+                 restored databases' events may be applied, but it also holds a statement run \
+                 without a default database ({at}), which that filter cannot attribute"
+            ),
+            recoverable: "any moment, into a server without the other databases (--to URL), \
+                          or restoring every database they belong to"
+                .into(),
+        }),
+    }
+}
+
 /// Restores to the planned point (see the module doc).
 pub fn restore_to(
     repo: &mut Repository,
@@ -315,6 +400,14 @@ pub fn restore_to(
     opts: &PitrOptions,
     interrupt: &AtomicBool,
 ) -> Result<PitrOutcome> {
+    if !opts.restore.load.tables.is_empty() || !opts.restore.load.renames.is_empty() {
+        return Err(Error::Usage(
+            "a restore to a point in time takes whole databases under their own names \
+             (--database), not --table or --rename: the replay applies each database's events \
+             as the binary log names them"
+                .into(),
+        ));
+    }
     let all = repo.snapshots()?;
     let chain = Chain::from_snapshots(&all, source);
     // reassemble the files first: a repository problem must stop us before the server changes
@@ -334,18 +427,28 @@ pub fn restore_to(
     let snap = repo.load_snapshot(&plan.full_id)?;
     let manifest = database::SnapshotStreams::new(repo, &plan.full_id, &snap)?.manifest()?;
     let targets = database::target_databases(&manifest, &opts.restore.load);
+    let filters = replay_filters(&opts.restore.target, &targets, &plan, &paths, opts.scratch)?;
     let restored = database::restore(repo, &plan.full_id, &opts.restore, interrupt)?;
     let (ff, fp, cf, cut) = plan.range.clone();
     let started = std::time::Instant::now();
-    let range = replay::Range {
-        files: paths,
-        start: fp,
-        stop: Some(cut),
-    };
     let replayed = if ff == cf && fp >= cut {
         Ok(replay::ReplayStats::default())
     } else {
-        replay::replay(&opts.restore.target, &range, work.path())
+        filters.into_iter().try_fold(
+            replay::ReplayStats::default(),
+            |acc, database| -> Result<_> {
+                let range = replay::Range {
+                    files: paths.clone(),
+                    start: fp,
+                    stop: Some(cut),
+                    database,
+                };
+                let s = replay::replay(&opts.restore.target, &range, work.path())?;
+                Ok(replay::ReplayStats {
+                    sql_bytes: acc.sql_bytes + s.sql_bytes,
+                })
+            },
+        )
     };
     match replayed {
         Ok(stats) => Ok(PitrOutcome {

@@ -22,6 +22,8 @@
 //! - QUERY (0x02): post-header `thread u32 | exec_time u32 | db_len u8 | error u16 |
 //!   status_len u16`, then status vars, db name, NUL, statement (`COMMIT` ends a group).
 //! - XID (0x10): ends a group.
+//! - TABLE_MAP (0x13): post-header `table_id u48 | flags u16`, then `db_len u8 | db | NUL`:
+//!   the database a row event changes (for the replay's choice of filter).
 //! - FORMAT_DESCRIPTION (0x0f): the checksum algorithm is the byte before the last 4.
 
 use std::collections::BTreeMap;
@@ -43,6 +45,7 @@ pub const STOP: u8 = 0x03;
 pub const ROTATE: u8 = 0x04;
 pub const FORMAT_DESCRIPTION: u8 = 0x0f;
 pub const XID: u8 = 0x10;
+pub const TABLE_MAP: u8 = 0x13;
 pub const HEARTBEAT: u8 = 0x1b;
 pub const MARIA_BINLOG_CHECKPOINT: u8 = 0xa1;
 pub const MARIA_GTID: u8 = 0xa2;
@@ -180,6 +183,13 @@ pub struct Event {
     pub rotate_to: Option<String>,
     /// GTID_LIST: the state at the start of this file.
     pub gtid_list: Option<GtidState>,
+    /// QUERY other than BEGIN/COMMIT/ROLLBACK: the statement's default database (empty when
+    /// it ran without one), which is what the decoder's `--database` filters by.
+    pub query_db: Option<String>,
+    /// QUERY run without a default database: its text (to see which databases it names).
+    pub query_text: Option<String>,
+    /// TABLE_MAP: the database of the table the next row events change.
+    pub table_db: Option<String>,
 }
 
 impl Event {
@@ -271,6 +281,9 @@ impl FileReader {
             committed: None,
             rotate_to: None,
             gtid_list: None,
+            query_db: None,
+            query_text: None,
+            table_db: None,
         };
         let end = at + u64::from(h.size);
         match h.kind {
@@ -316,9 +329,23 @@ impl FileReader {
             XID => e.committed = self.commit(end, h.timestamp),
             QUERY => {
                 let standalone = matches!(self.open, Some((_, _, true)));
-                if standalone || query_text(body).is_some_and(is_commit) {
+                let text = query_text(body);
+                if standalone || text.is_some_and(is_commit) {
                     e.committed = self.commit(end, h.timestamp);
                 }
+                if !text.is_some_and(|q| is_commit(q) || q.eq_ignore_ascii_case(b"BEGIN")) {
+                    let db = query_db(body).unwrap_or_default();
+                    if db.is_empty() {
+                        e.query_text = text.map(|t| String::from_utf8_lossy(t).into_owned());
+                    }
+                    e.query_db = Some(db);
+                }
+            }
+            TABLE_MAP => {
+                let len = body.get(8).map(|l| usize::from(*l));
+                e.table_db = len
+                    .and_then(|l| body.get(9..9 + l))
+                    .map(|d| String::from_utf8_lossy(d).into_owned());
             }
             _ => {}
         }
@@ -345,6 +372,14 @@ fn query_text(body: &[u8]) -> Option<&[u8]> {
         .checked_add(db_len)?
         .checked_add(1)?;
     body.get(start..)
+}
+
+fn query_db(body: &[u8]) -> Option<String> {
+    let db_len = usize::from(*body.get(8)?);
+    let status_len = usize::from(u16::from_le_bytes([*body.get(11)?, *body.get(12)?]));
+    let start = 13usize.checked_add(status_len)?;
+    let db = body.get(start..start.checked_add(db_len)?)?;
+    Some(String::from_utf8_lossy(db).into_owned())
 }
 
 fn is_commit(q: &[u8]) -> bool {
