@@ -124,40 +124,32 @@ fn read_pack(repo: &Repository, id: &Id, size: u64, bytes: &AtomicU64) -> Outcom
     }
     // Blobs in parallel too, so the last packs of a run still use every core; each is checked
     // where it lies in the pack (disjoint slices), so no blob is copied.
+    let check = |e: &PackEntry, sealed: &mut [u8]| {
+        blob::verify_blob_in_place(
+            repo.key(),
+            e.btype,
+            &e.id,
+            e.compression,
+            e.raw_len as usize,
+            sealed,
+        )
+        .err()
+        .map(|err| (e.id, format!("blob {} at offset {}: {err}", e.id, e.offset)))
+    };
     let mut data = data;
     let bad: Vec<(Id, String)> = match blob_slices(&mut data, &entries) {
         Some(slices) => slices
             .into_par_iter()
-            .filter_map(|(e, sealed)| {
-                blob::verify_blob_in_place(
-                    repo.key(),
-                    e.btype,
-                    &e.id,
-                    e.compression,
-                    e.raw_len as usize,
-                    sealed,
-                )
-                .err()
-                .map(|err| (e.id, format!("blob {} at offset {}: {err}", e.id, e.offset)))
-            })
+            .filter_map(|(e, sealed)| check(e, sealed))
             .collect(),
         // Overlapping or out-of-range entries: each blob on a copy of its bytes.
         None => entries
             .par_iter()
             .filter_map(|e| {
-                let sealed = data
-                    .get(e.offset as usize..(e.offset as usize).saturating_add(e.length as usize))
-                    .unwrap_or_default();
-                blob::open_blob(
-                    repo.key(),
-                    e.btype,
-                    &e.id,
-                    e.compression,
-                    e.raw_len as usize,
-                    sealed,
-                )
-                .err()
-                .map(|err| (e.id, format!("blob {} at offset {}: {err}", e.id, e.offset)))
+                let range =
+                    e.offset as usize..(e.offset as usize).saturating_add(e.length as usize);
+                let mut sealed = data.get(range).unwrap_or_default().to_vec();
+                check(e, &mut sealed)
             })
             .collect(),
     };
