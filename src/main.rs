@@ -18,6 +18,8 @@ use snap::error::{Error, StorageFailure};
 /// 24 database verification failed, 25 point-in-time target not recoverable (past the archive's
 /// end, in a gap, or before every full), 26 the binary-log archive has a gap (what could be
 /// archived was), 27 a MariaDB tool (`mariadb-binlog`, `mariadb`) failed or binlog is off,
+/// 30 backup.yml invalid (file:line:column: key: what is allowed), 31 `snap run`: a job
+/// was skipped (its previous run still going) and none failed, 32 `snap run`: a job failed,
 /// 130 interrupted.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>().map(Error::root) {
@@ -38,6 +40,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::NotRecoverable { .. }) => 25,
         Some(Error::ArchiveGap { .. }) => 26,
         Some(Error::BinlogTool { .. } | Error::BinlogOff(_)) => 27,
+        Some(Error::PlanInvalid(_)) => 30,
+        Some(Error::JobRunning { .. }) => 31,
         Some(Error::Interrupted) => 130,
         Some(Error::Policy(_)) => 2,
         Some(Error::Usage(_)) => 2,
