@@ -23,12 +23,12 @@ struct RawPlan {
     version: Spanned<u32>,
     #[serde(default)]
     log: Option<PathBuf>,
-    repositories: HashMap<Spanned<String>, RawRepository>,
+    repositories: HashMap<String, RawRepository>,
     #[serde(default)]
-    classes: HashMap<Spanned<String>, RawClass>,
+    classes: BTreeMap<String, RawClass>,
     #[serde(default)]
     defaults: RawDefaults,
-    jobs: HashMap<Spanned<String>, RawJob>,
+    jobs: HashMap<String, RawJob>,
 }
 
 #[derive(Deserialize)]
@@ -396,7 +396,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Plan, PlanError> {
             message: explain(&msg),
         }
     })?;
-    Validator { file }.plan(raw)
+    Validator { file, text }.plan(raw)
 }
 
 /// serde's messages, with what is allowed where serde does not say it.
@@ -409,6 +409,7 @@ fn explain(msg: &str) -> String {
 
 struct Validator<'a> {
     file: &'a Path,
+    text: &'a str,
 }
 
 impl Validator<'_> {
@@ -427,6 +428,29 @@ impl Validator<'_> {
         }
     }
 
+    /// An error about a map entry's key, placed at the entry: the line above its first field
+    /// `at` (where the key is when, as usual, the field comes first).
+    fn err_above<T>(
+        &self,
+        at: &Spanned<T>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> PlanError {
+        let line = at.referenced.line().saturating_sub(1).max(1);
+        let column = usize::try_from(line - 1)
+            .ok()
+            .and_then(|i| self.text.lines().nth(i))
+            .and_then(|l| l.find(|c: char| !c.is_whitespace()))
+            .map_or(1, |c| c as u64 + 1);
+        PlanError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
     fn plan(&self, raw: RawPlan) -> Result<Plan, PlanError> {
         if raw.version.value != 1 {
             return Err(self.err(
@@ -439,9 +463,11 @@ impl Validator<'_> {
             ));
         }
         let mut repositories = BTreeMap::new();
-        for (name, r) in sorted(raw.repositories) {
-            let key = format!("repositories.{}", name.value);
-            check_name(&name.value).map_err(|m| self.err(&name, &key, m))?;
+        let mut repos: Vec<_> = raw.repositories.into_iter().collect();
+        repos.sort_by_key(|(_, r)| r.url.referenced.span().offset());
+        for (name, r) in repos {
+            let key = format!("repositories.{name}");
+            check_name(&name).map_err(|m| self.err(&r.url, &key, m))?;
             if r.url.value.trim().is_empty() {
                 return Err(self.err(&r.url, format!("{key}.url"), "a repository URL is required: a directory, s3://BUCKET/PREFIX or sftp://USER@HOST/PATH"));
             }
@@ -453,8 +479,8 @@ impl Validator<'_> {
                 (Some(f), None) => Secret::File(f),
                 (None, Some(v)) => Secret::Env(v),
                 _ => {
-                    return Err(self.err(
-                        &name,
+                    return Err(self.err_above(
+                        &r.url,
                         &key,
                         "exactly one of password_file (a file whose first line is the password) or \
                          password_env (the name of an environment variable) is required; a password \
@@ -463,9 +489,9 @@ impl Validator<'_> {
                 }
             };
             repositories.insert(
-                name.value.clone(),
+                name.clone(),
                 Repository {
-                    name: name.value,
+                    name,
                     url: r.url.value,
                     password,
                     s3_endpoint: r.s3_endpoint,
@@ -476,10 +502,15 @@ impl Validator<'_> {
             .iter()
             .map(|c| (c.to_string(), default_keep()))
             .collect();
-        for (name, c) in sorted(raw.classes) {
-            check_name(&name.value)
-                .map_err(|m| self.err(&name, format!("classes.{}", name.value), m))?;
-            classes.insert(name.value, c.keep);
+        for (name, c) in raw.classes {
+            check_name(&name).map_err(|m| PlanError {
+                file: self.file.to_path_buf(),
+                line: 0,
+                column: 0,
+                key: format!("classes.{name}"),
+                message: m,
+            })?;
+            classes.insert(name, c.keep);
         }
         let backoff =
             |s: &Option<Spanned<String>>, key: &str| -> Result<Option<Duration>, PlanError> {
@@ -495,9 +526,12 @@ impl Validator<'_> {
         let default_retries = raw.defaults.retries.unwrap_or(3);
         let default_notify = self.notify(&raw.defaults.notify, "defaults.notify")?;
         let mut jobs = Vec::new();
-        for (name, j) in sorted(raw.jobs) {
-            let key = format!("jobs.{}", name.value);
-            check_name(&name.value).map_err(|m| self.err(&name, &key, m))?;
+        let mut raw_jobs: Vec<_> = raw.jobs.into_iter().collect();
+        // file order: the order a reader expects jobs to be listed and run in
+        raw_jobs.sort_by_key(|(_, j)| j.class.referenced.span().offset());
+        for (name, j) in raw_jobs {
+            let key = format!("jobs.{name}");
+            check_name(&name).map_err(|m| self.err_above(&j.class, &key, m))?;
             let Some(keep) = classes.get(&j.class.value) else {
                 return Err(self.err(
                     &j.class,
@@ -657,7 +691,7 @@ impl Validator<'_> {
                 None => default_notify.clone(),
             };
             jobs.push(Job {
-                name: name.value,
+                name,
                 class: j.class.value,
                 repository: j.repository.value,
                 copy_to,
@@ -754,13 +788,6 @@ impl Validator<'_> {
         }
         Ok(out)
     }
-}
-
-/// Map entries in file order (the order a reader expects jobs to be listed and run in).
-fn sorted<V>(m: HashMap<Spanned<String>, V>) -> Vec<(Spanned<String>, V)> {
-    let mut v: Vec<_> = m.into_iter().collect();
-    v.sort_by_key(|(k, _)| k.referenced.span().offset());
-    v
 }
 
 /// Names become tags, systemd unit names and file names: letters, digits, `-` and `_`.

@@ -103,18 +103,20 @@ fn webhook(url: &str, json: &str) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let client = reqwest::Client::builder()
-        .timeout(WEBHOOK_TIMEOUT)
-        .build()
-        .map_err(|e| format!("webhook {shown}: {e}"))?;
-    let res = rt.block_on(
+    // the client and the request future are made inside the runtime: reqwest arms its
+    // timeout timer when the request is sent
+    let res = rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(WEBHOOK_TIMEOUT)
+            .build()?;
         client
             .post(url)
             .header("content-type", "application/json")
             .header("user-agent", concat!("snap/", env!("CARGO_PKG_VERSION")))
             .body(json.to_string())
-            .send(),
-    );
+            .send()
+            .await
+    });
     match res {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("webhook {shown}: HTTP {}", r.status())),
