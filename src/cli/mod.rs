@@ -124,6 +124,10 @@ enum Command {
     Schedule(plan::ScheduleArgs),
     /// Show the run log: one line per run of a job
     Log(plan::LogArgs),
+    /// Prometheus metrics of the plan (node-exporter textfile collector: --textfile DIR)
+    Metrics(plan::MetricsArgs),
+    /// A report people can look at: one self-contained HTML page (--html FILE) or --json
+    Report(plan::ReportArgs),
 }
 
 pub struct Ctx {
@@ -265,6 +269,8 @@ pub fn run() -> Result<u8> {
         Command::Run(a) => plan::run(&ctx, a),
         Command::Schedule(a) => plan::schedule(&ctx, a),
         Command::Log(a) => plan::log(&ctx, a),
+        Command::Metrics(a) => plan::metrics(&ctx, a),
+        Command::Report(a) => plan::report(&ctx, a),
     };
     // An operation stopped because its lock could not be kept says so, not "interrupted".
     match (r, lock::lost()) {

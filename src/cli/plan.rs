@@ -332,3 +332,92 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> Result<u8> {
     }
     Ok(0)
 }
+
+fn runner(ctx: &Ctx, plan: Plan) -> Result<Runner> {
+    Ok(Runner {
+        plan,
+        exe: std::env::current_exe().context("cannot find the snap binary")?,
+        cache_dir: Some(ctx.cache_dir().to_path_buf()),
+        interrupt: ctx.interrupt.clone(),
+        verbose: false,
+    })
+}
+
+#[derive(clap::Args)]
+pub struct MetricsArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Write DIR/snap.prom for node-exporter's textfile collector (default: print)
+    #[arg(long, value_name = "DIR")]
+    textfile: Option<PathBuf>,
+    /// Leave out repository sizes (they open each repository)
+    #[arg(long)]
+    no_repositories: bool,
+}
+
+pub fn metrics(ctx: &Ctx, a: MetricsArgs) -> Result<u8> {
+    let plan = a.config.load()?;
+    let runs = select(&plan, None, None)?;
+    let status = snap::plan::metrics::job_status(&plan, &runs, chrono::Local::now());
+    let r = runner(ctx, plan)?;
+    let mut sizes = std::collections::BTreeMap::new();
+    if !a.no_repositories {
+        for name in r.plan.repositories.keys() {
+            match r.query(name, &["stats"]) {
+                Ok(s) => {
+                    sizes.insert(name.clone(), s["repository_bytes"].as_u64().unwrap_or(0));
+                }
+                Err(e) => eprintln!("snap: warning: {e}"),
+            }
+        }
+    }
+    let text = snap::plan::metrics::render(&status, &sizes);
+    match &a.textfile {
+        Some(d) => {
+            let p = snap::plan::metrics::write_textfile(d, &text)?;
+            if !ctx.quiet {
+                eprintln!("snap: wrote {}", p.display());
+            }
+        }
+        None => print!("{text}"),
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Write the report as one self-contained HTML page (no network: scripts and styles inline)
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+}
+
+pub fn report(ctx: &Ctx, a: ReportArgs) -> Result<u8> {
+    if a.html.is_none() && !ctx.json {
+        bail!("give --html FILE, --json, or both");
+    }
+    let plan = a.config.load()?;
+    let runs = select(&plan, None, None)?;
+    let r = runner(ctx, plan)?;
+    let stats = |name: &str| r.query(name, &["stats"]).map_err(|e| e.to_string());
+    let rep = snap::plan::report::build(&r.plan, &runs, chrono::Local::now(), &stats);
+    if let Some(f) = &a.html {
+        let page = snap::plan::report::html(&rep);
+        // private like every file snap writes (the umask main sets): it names hosts and paths
+        std::fs::write(f, page.as_bytes())
+            .with_context(|| format!("cannot write {}", f.display()))?;
+        if !ctx.quiet && !ctx.json {
+            eprintln!(
+                "snap: wrote {} ({} jobs, {} repositories)",
+                f.display(),
+                rep.jobs.len(),
+                rep.repositories.len()
+            );
+        }
+    }
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    }
+    Ok(0)
+}

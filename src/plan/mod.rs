@@ -22,7 +22,9 @@
 pub mod example;
 pub mod export;
 pub mod file;
+pub mod metrics;
 pub mod notify;
+pub mod report;
 pub mod runlog;
 pub mod runner;
 pub mod schedule;

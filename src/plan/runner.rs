@@ -180,6 +180,21 @@ impl Runner {
         })
     }
 
+    /// `snap --json -r REPO ARGS` (a read-only query: `stats`, `status`), its parsed output.
+    pub fn query(&self, repo: &str, args: &[&str]) -> Result<serde_json::Value> {
+        let mut s = self.snap(repo, &format!("snap {}", args.join(" ")))?;
+        s.cmd.args(args);
+        let what = s.what.clone();
+        let out = self.exec(s)?;
+        if out.code != 0 {
+            return Err(Error::Usage(format!(
+                "repository {repo}: {}",
+                out.error(&what)
+            )));
+        }
+        Ok(out.json())
+    }
+
     /// Every variable backup.yml names as a password source.
     fn secret_vars(&self) -> Vec<String> {
         let mut v: Vec<String> = Vec::new();
@@ -218,10 +233,12 @@ impl Runner {
         });
         let interrupt = self.interrupt.clone();
         let pid = child.id();
-        let watcher_stop = Arc::new(AtomicBool::new(false));
-        let ws = watcher_stop.clone();
+        // Passes SIGTERM on when this process is interrupted; dropping `done` ends it at once.
+        let (done, finished) = crossbeam_channel::bounded::<()>(0);
         let watcher = std::thread::spawn(move || {
-            while !ws.load(Ordering::SeqCst) {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(Duration::from_millis(50))
+            {
                 if interrupt.load(Ordering::SeqCst) {
                     if let Ok(p) = i32::try_from(pid) {
                         // SAFETY: kill only sends a signal to our own child.
@@ -229,7 +246,6 @@ impl Runner {
                     }
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(50));
             }
         });
         let mut stdout = String::new();
@@ -239,7 +255,7 @@ impl Runner {
         let status = child
             .wait()
             .map_err(|e| Error::io("cannot wait for", &self.exe, e))?;
-        watcher_stop.store(true, Ordering::SeqCst);
+        drop(done);
         let _ = watcher.join();
         let stderr = err_reader.join().unwrap_or_default();
         Ok(Output {
@@ -524,9 +540,15 @@ impl Runner {
             if runlog::ran_on(state, &key)?.as_deref() == Some(day.as_str()) {
                 continue;
             }
+            // prune at most once a day per repository, in the same process as the forget
+            let pkey = format!("prune:{repo}");
+            let prune = runlog::ran_on(state, &pkey)?.as_deref() != Some(day.as_str());
             let make = || -> Result<Step> {
-                let mut s = self.snap(repo, "forget")?;
+                let mut s = self.snap(repo, if prune { "forget --prune" } else { "forget" })?;
                 s.cmd.args(["forget", "--tag", &job.tag()]);
+                if prune {
+                    s.cmd.arg("--prune");
+                }
                 for (flag, n) in [
                     ("--keep-last", p.last),
                     ("--keep-hourly", p.hourly),
@@ -546,8 +568,9 @@ impl Runner {
                 return Err(Error::Usage(out.error(&what)));
             }
             let j = out.json();
+            let f = if prune { &j["forget"] } else { &j };
             let ids = |k: &str| -> Vec<String> {
-                j["groups"]
+                f["groups"]
                     .as_array()
                     .into_iter()
                     .flatten()
@@ -555,28 +578,15 @@ impl Runner {
                     .filter_map(|d| d["id"].as_str().map(String::from))
                     .collect()
             };
-            let mut r = Retention {
+            let r = Retention {
                 repository: repo.clone(),
                 kept: ids("keep"),
                 removed: ids("remove"),
-                pruned: false,
-                pruned_bytes: 0,
+                pruned: prune,
+                pruned_bytes: j["prune"]["bytes_freed"].as_u64().unwrap_or(0),
             };
             runlog::mark(state, &key, &day)?;
-            let pkey = format!("prune:{repo}");
-            if runlog::ran_on(state, &pkey)?.as_deref() != Some(day.as_str()) {
-                let make = || -> Result<Step> {
-                    let mut s = self.snap(repo, "prune")?;
-                    s.cmd.arg("prune");
-                    Ok(s)
-                };
-                let (out, what) = self.retrying(job, &mut rec.retries, &make)?;
-                if out.code != 0 {
-                    return Err(Error::Usage(out.error(&what)));
-                }
-                let j = out.json();
-                r.pruned = true;
-                r.pruned_bytes = j["bytes_freed"].as_u64().unwrap_or(0);
+            if prune {
                 runlog::mark(state, &pkey, &day)?;
             }
             rec.retention.push(r);

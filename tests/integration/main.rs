@@ -31,6 +31,7 @@ mod parallel_walk;
 // backup.yml and snap run (issue 14)
 mod plan_common;
 mod plan_config;
+mod plan_report;
 mod plan_run;
 mod plan_year;
 mod prune;

@@ -190,7 +190,9 @@ fn config_check_reports_line_column_key() {
         assert_eq!(code(&o), 30, "case {i} ({to:?}): {err}");
         let want = format!("{}:{line}:{col}: {key}: ", f.display());
         if !err.contains(&want) || !err.contains(words) {
-            wrong.push(format!("case {i} ({to:?}): want {want:?} and {words:?} in\n{err}"));
+            wrong.push(format!(
+                "case {i} ({to:?}): want {want:?} and {words:?} in\n{err}"
+            ));
         }
         assert!(!err.contains("panicked"), "{err}");
     }

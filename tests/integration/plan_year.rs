@@ -16,7 +16,7 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Utc};
 
 use crate::common::code;
 use crate::mysql_common::server;
-use crate::plan_common::{DB_PORT, Listener, PlanDir};
+use crate::plan_common::{DB_PORT, Listener, PlanDir, chromium_screenshot, chromium_status};
 
 /// (time, job, kind) of every run the example's schedules make in 2025 (UTC).
 fn expected_runs() -> Vec<(DateTime<Utc>, &'static str, &'static str)> {
@@ -72,8 +72,9 @@ fn keep(snaps: &BTreeMap<String, DateTime<FixedOffset>>) -> BTreeSet<String> {
 
 #[test]
 fn a_year_of_the_example_plan() {
-    let db = server(DB_PORT);
-    db.exec("CREATE DATABASE IF NOT EXISTS planyear");
+    let db: &'static crate::mysql_common::Server = server(DB_PORT);
+    db.exec("DROP DATABASE IF EXISTS planyear");
+    db.exec("CREATE DATABASE planyear");
     db.exec("CREATE TABLE IF NOT EXISTS planyear.t (id INT PRIMARY KEY, v TEXT)");
     db.exec("REPLACE INTO planyear.t VALUES (1, 'one'), (2, 'two'), (3, 'three')");
     let p = PlanDir::new();
@@ -106,6 +107,23 @@ fn a_year_of_the_example_plan() {
             .count()
     );
     p.write(&yaml);
+    // the data grows while the year runs (on the wall clock): a file and a row now and then
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let grower = {
+        let (stop, code_dir) = (stop.clone(), app.join("code"));
+        std::thread::spawn(move || {
+            let mut i = 100u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                crate::common::make_files(&code_dir, [i], 2000 + (i as usize % 7) * 1000);
+                db.exec(&format!(
+                    "REPLACE INTO planyear.t VALUES ({i}, REPEAT('x', {}))",
+                    100 + i % 50
+                ));
+                i += 1;
+                std::thread::sleep(std::time::Duration::from_millis(400));
+            }
+        })
+    };
     let started = std::time::Instant::now();
     let o = p
         .cmd(&[
@@ -120,6 +138,8 @@ fn a_year_of_the_example_plan() {
         .output()
         .unwrap();
     let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    grower.join().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(code(&o), 0, "{err}");
     eprintln!(
@@ -227,4 +247,15 @@ fn a_year_of_the_example_plan() {
         }
         env.assert_check_clean(&format!("{repo} after a year"));
     }
+
+    // 4. the report of the year renders, one chart point per backup and chart
+    let page = p.dir.join("report-year.html");
+    let o = p.run(&["report", "--html", page.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let backups = runs
+        .iter()
+        .filter(|r| ["full", "incremental", "differential"].contains(&r["kind"].as_str().unwrap()))
+        .count();
+    assert_eq!(chromium_status(&page), format!("ok points={}", 3 * backups));
+    chromium_screenshot(&page, &p.dir.join("report-year.png"), 1250);
 }
