@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -98,6 +99,8 @@ struct RawJob {
     #[serde(default)]
     verify: Option<RawVerify>,
     #[serde(default)]
+    check: Option<RawCheck>,
+    #[serde(default)]
     keep: Option<RawKeep>,
     #[serde(default)]
     retries: Option<u32>,
@@ -150,6 +153,15 @@ struct RawVerify {
     schedule: Spanned<String>,
     #[serde(default)]
     scratch: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    schedule: Spanned<String>,
+    /// `P%` or `n/t`, as `snap check --read-data-subset` takes it.
+    #[serde(default)]
+    read_data_subset: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -236,15 +248,17 @@ pub enum Action {
     Differential,
     Full,
     Verify,
+    Check,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::Binlog,
         Action::Incremental,
         Action::Differential,
         Action::Full,
         Action::Verify,
+        Action::Check,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -254,6 +268,7 @@ impl Action {
             Action::Differential => "differential",
             Action::Full => "full",
             Action::Verify => "verify",
+            Action::Check => "check",
         }
     }
 
@@ -270,11 +285,12 @@ impl Action {
     }
 
     /// Which actions share a slot: of backups falling in one minute only the fullest runs;
-    /// binary-log archiving and drills are separate work.
+    /// binary-log archiving, drills and checks are separate work.
     pub fn group(self) -> u8 {
         match self {
             Action::Binlog => 0,
             Action::Verify => 2,
+            Action::Check => 3,
             _ => 1,
         }
     }
@@ -313,6 +329,8 @@ pub struct Job {
     /// Each action with its schedule (at most one schedule per action).
     pub schedules: Vec<(Action, Schedule)>,
     pub verify_scratch: Option<String>,
+    /// `snap check --read-data-subset` for the `check` action (headers only when absent).
+    pub check_subset: Option<String>,
     pub keep: Policy,
     pub retries: u32,
     pub retry_backoff: Duration,
@@ -591,11 +609,13 @@ impl Validator<'_> {
                     Action::Verify,
                     &j.verify.as_ref().map(|v| v.schedule.clone()),
                 ),
+                (Action::Check, &j.check.as_ref().map(|c| c.schedule.clone())),
             ] {
                 let Some(s) = s else { continue };
                 let k = match action {
                     Action::Binlog => format!("{key}.binlog.schedule"),
                     Action::Verify => format!("{key}.verify.schedule"),
+                    Action::Check => format!("{key}.check.schedule"),
                     a => format!("{key}.schedule.{}", a.as_str()),
                 };
                 let parsed = Schedule::parse(&s.value).map_err(|m| self.err(s, k, m))?;
@@ -684,6 +704,19 @@ impl Validator<'_> {
                     ),
                 });
             }
+            let check_subset = match j.check.as_ref().and_then(|c| c.read_data_subset.as_ref()) {
+                None => None,
+                Some(s) => {
+                    crate::checker::verified::ReadData::from_str(&s.value).map_err(|m| {
+                        self.err(
+                            s,
+                            format!("{key}.check.read_data_subset"),
+                            format!("{m}: P% (e.g. 5%) or n/t (e.g. 1/7) is allowed here"),
+                        )
+                    })?;
+                    Some(s.value.clone())
+                }
+            };
             let retry_backoff = backoff(&j.retry_backoff, &format!("{key}.retry_backoff"))?
                 .unwrap_or(default_backoff);
             let notify = match &j.notify {
@@ -701,6 +734,7 @@ impl Validator<'_> {
                 mysql,
                 schedules,
                 verify_scratch: j.verify.and_then(|v| v.scratch),
+                check_subset,
                 keep,
                 retries: j.retries.unwrap_or(default_retries),
                 retry_backoff,

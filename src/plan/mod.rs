@@ -5,7 +5,8 @@
 //!
 //! Shaped so a job means exactly what the same command line means: the runner carries out each
 //! step by running this very `snap` binary (`backup`, `copy`, `forget`, `prune`, `mysql archive`,
-//! `verify`) with the arguments a user would type. Every step then keeps the command's locks,
+//! `verify`, `check`) with the arguments a user would type. Every step then keeps the command's
+//! locks,
 //! exit codes and crash safety unchanged, a step that dies takes only itself down (the daemon
 //! lives on), and memory stays bounded per step. What the runner adds around the steps: the job
 //! lock (skip if still running, across hosts), retries of transient failures, retention once a

@@ -61,6 +61,10 @@ pub struct RepositoryReport {
     /// `snap stats --json`, or why it could not be had.
     pub stats: serde_json::Value,
     pub error: Option<String>,
+    /// End of the newest successful `check` run that covered this repository.
+    pub last_checked: Option<String>,
+    /// End of the newest successful drill of a snapshot in this repository.
+    pub last_drilled: Option<String>,
 }
 
 /// Builds the report; `stats` gives each repository's `snap stats` (or its error).
@@ -125,7 +129,23 @@ pub fn build(
                 Ok(s) => (s, None),
                 Err(e) => (serde_json::Value::Null, Some(e)),
             };
+            let newest = |kind: &str, primary_only: bool| {
+                runs.iter()
+                    .filter(|x| x.kind == kind && x.ok())
+                    .filter(|x| {
+                        if primary_only {
+                            x.repositories.first() == Some(&r.name)
+                        } else {
+                            x.repositories.contains(&r.name)
+                        }
+                    })
+                    .filter_map(|x| chrono::DateTime::parse_from_rfc3339(&x.end).ok())
+                    .max()
+                    .map(|t| t.to_rfc3339())
+            };
             RepositoryReport {
+                last_checked: newest("check", false),
+                last_drilled: newest("verify", true),
                 name: r.name.clone(),
                 location: crate::secrets::redact_url(&r.url),
                 offsite: offsite(&r.name),

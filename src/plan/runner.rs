@@ -404,6 +404,7 @@ impl Runner {
         match action {
             Action::Binlog => self.binlog(job, rec),
             Action::Verify => self.verify(job, rec),
+            Action::Check => self.check(job, rec),
             _ => self.backup(job, action, start, clock, rec),
         }
     }
@@ -655,6 +656,30 @@ impl Runner {
             return Err(Error::Usage(out.error(&what)));
         }
         Ok(())
+    }
+
+    /// `snap check` of every repository the job writes to.
+    fn check(&self, job: &Job, rec: &mut RunRecord) -> Result<()> {
+        let mut failed = Vec::new();
+        for repo in std::iter::once(&job.repository).chain(job.copy_to.iter()) {
+            let make = || -> Result<Step> {
+                let mut s = self.snap(repo, "check")?;
+                s.cmd.arg("check");
+                if let Some(sub) = &job.check_subset {
+                    s.cmd.args(["--read-data-subset", sub]);
+                }
+                Ok(s)
+            };
+            let (out, what) = self.retrying(job, &mut rec.retries, &make)?;
+            if out.code != 0 {
+                failed.push(format!("{repo}: {}", out.error(&what)));
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        rec.result = "failure".into();
+        Err(Error::Usage(failed.join("; ")))
     }
 
     /// `snap run` once: the work due in `clock`'s minute (or, with `now`, the named jobs' work

@@ -180,8 +180,8 @@ pub fn due(jobs: &[Job], after: Option<DateTime<Local>>, until: DateTime<Local>)
                 }
             }
         }
-        // backups first (the binary logs then start where the dump ends), drills last
-        for g in [1u8, 0, 2] {
+        // backups first (the binary logs then start where the dump ends), drills and checks last
+        for g in [1u8, 0, 2, 3] {
             if let Some(a) = best.get(&g) {
                 out.push(Due {
                     job: j.name.clone(),
@@ -221,6 +221,61 @@ mod tests {
         assert!(e.contains("has 4 fields"), "{e}");
         let e = Schedule::parse("0 25 * * *").unwrap_err();
         assert!(e.contains("hour (0-23)"), "{e}");
+    }
+
+    fn plan() -> super::super::Plan {
+        let yaml = "version: 1\nrepositories:\n  r: {url: /tmp/r, password_file: /p}\njobs:\n  \
+                    app:\n    class: important\n    repository: r\n    paths: [/srv]\n    \
+                    schedule: {full: \"0 2 * * 0\", incremental: \"0 2 * * *\"}\n    \
+                    check: {schedule: \"0 2 * * *\"}\n";
+        super::super::parse(std::path::Path::new("/etc/b.yml"), yaml).unwrap()
+    }
+
+    #[test]
+    fn fullest_backup_of_a_minute_wins() {
+        let p = plan();
+        // local wall-clock times: cron is read in local time, whatever TZ the tests run in
+        let at = |s: &str| {
+            let n = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").unwrap();
+            Local.from_local_datetime(&n).unwrap()
+        };
+        let kinds =
+            |t| -> Vec<Action> { due(&p.jobs, None, at(t)).iter().map(|d| d.action).collect() };
+        // 2025-01-05 is a Sunday: one full (not a full and an incremental), then the check
+        assert_eq!(kinds("2025-01-05T02:00:30"), [Action::Full, Action::Check]);
+        assert_eq!(
+            kinds("2025-01-06T02:00:00"),
+            [Action::Incremental, Action::Check]
+        );
+        assert!(kinds("2025-01-06T02:01:00").is_empty());
+        // the daemon's span: Saturday night to Monday morning holds both kinds; the fullest runs once
+        let span = due(
+            &p.jobs,
+            Some(at("2025-01-04T03:00:00")),
+            at("2025-01-06T03:00:00"),
+        );
+        assert_eq!(
+            span.iter().map(|d| d.action).collect::<Vec<_>>(),
+            [Action::Full, Action::Check]
+        );
+        let j = &p.jobs[0];
+        assert!(superseded(
+            j,
+            Action::Incremental,
+            at("2025-01-05T02:00:00")
+        ));
+        assert!(!superseded(
+            j,
+            Action::Incremental,
+            at("2025-01-06T02:00:00")
+        ));
+        assert!(!superseded(j, Action::Check, at("2025-01-05T02:00:00")));
+        assert_eq!(
+            next_slot(&p.jobs, at("2025-01-06T02:00:00")),
+            Some(at("2025-01-07T02:00:00"))
+        );
+        let log = p.log.to_string_lossy().into_owned();
+        assert_eq!(log, "/etc/b.runs.jsonl");
     }
 
     #[test]

@@ -177,6 +177,14 @@ fn config_check_reports_line_column_key() {
             "repositories.local.password_fil",
             "expected one of url, password_file, password_env",
         ),
+        (
+            "    paths: [/srv/app]\n",
+            "    paths: [/srv/app]\n    check: {schedule: \"0 6 * * 0\", read_data_subset: lots}\n",
+            job + 4,
+            54,
+            "jobs.app.check.read_data_subset",
+            "P% (e.g. 5%) or n/t",
+        ),
     ];
     let dir = p.dir.clone();
     let mut wrong = Vec::new();
@@ -262,6 +270,22 @@ fn config_example_passes_check() {
     assert_eq!(classes, ["critical", "important", "normal"]);
     assert_eq!(j["jobs"][0]["schedules"]["binlog"], "30 */6 * * *");
     assert_eq!(j["jobs"][0]["schedules"]["verify"], "0 5 1 * *");
+    assert_eq!(j["jobs"][0]["schedules"]["check"], "0 6 * * 0");
+}
+
+#[test]
+fn readme_example_passes_check() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let at = readme.find("## The backup plan").unwrap();
+    let start = at + readme[at..].find("```yaml\n").unwrap() + "```yaml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let p = PlanDir::new();
+    p.write(&readme[start..end]);
+    let o = p.run(&["--json", "config", "check"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["jobs"].as_array().unwrap().len(), 3);
 }
 
 /// `systemd-analyze calendar --iterations N EXPR`: the next N elapse times, as printed.
@@ -305,8 +329,10 @@ fn schedule_systemd_units_verify_and_match_cron() {
             .map(|e| e.unwrap().path())
             .collect();
         units.sort();
-        // a timer and a service for each of the 6 schedules
-        assert_eq!(units.len(), 12, "{units:?}");
+        // a timer and a service for each of the schedules
+        let schedules: usize = plan.jobs.iter().map(|j| j.schedules.len()).sum();
+        assert_eq!(schedules, 7);
+        assert_eq!(units.len(), 2 * schedules, "{units:?}");
         let mut verify = std::process::Command::new("systemd-analyze");
         if user {
             let rt = p.dir.join("runtime");

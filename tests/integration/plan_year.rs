@@ -33,6 +33,9 @@ fn expected_runs() -> Vec<(DateTime<Utc>, &'static str, &'static str)> {
             out.push((at(3, 0), "uploads", "full"));
             out.push((at(5, 0), "db", "verify"));
         }
+        if sunday {
+            out.push((at(6, 0), "db", "check"));
+        }
         for h in [6, 12, 18] {
             out.push((at(h, 30), "db", "binlog"));
         }
@@ -43,7 +46,8 @@ fn expected_runs() -> Vec<(DateTime<Utc>, &'static str, &'static str)> {
 
 /// The retention policy by its definition: for each of daily (date), weekly (ISO year and
 /// week) and monthly (year and month), walk the snapshots newest first and keep the newest of
-/// each new bucket until N buckets are kept; the kept set is the union.
+/// each new bucket until N buckets are kept, and the oldest snapshot when fewer than N buckets
+/// exist; the kept set is the union.
 fn keep(snaps: &BTreeMap<String, DateTime<FixedOffset>>) -> BTreeSet<String> {
     let mut by_time: Vec<(&String, &DateTime<FixedOffset>)> = snaps.iter().collect();
     by_time.sort_by(|a, b| b.1.cmp(a.1).then(b.0.cmp(a.0)));
@@ -65,6 +69,13 @@ fn keep(snaps: &BTreeMap<String, DateTime<FixedOffset>>) -> BTreeSet<String> {
                 seen.push(b);
                 kept.insert((*id).clone());
             }
+        }
+        // restic's rule, which snap documents: a rule with buckets left when it reaches the
+        // oldest snapshot keeps that one too (fewer buckets than asked for keep the oldest)
+        if seen.len() < n
+            && let Some((oldest, _)) = by_time.last()
+        {
+            kept.insert((*oldest).clone());
         }
     }
     kept
