@@ -89,7 +89,11 @@ pub fn build(
             let mut stored = 0u64;
             let series: Vec<Point> = runs
                 .iter()
-                .filter(|r| r.job == j.name && r.kind != "binlog" && r.kind != "verify")
+                // backups only: binary-log, drill and check runs have no snapshot sizes
+                .filter(|r| {
+                    r.job == j.name
+                        && ["full", "incremental", "differential"].contains(&r.kind.as_str())
+                })
                 .map(|r| {
                     stored = stored.saturating_add(r.bytes_added);
                     Point {
