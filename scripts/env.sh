@@ -13,6 +13,10 @@ install_deps() {
   command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
   # The SFTP tests start a private sshd (scripts/sshd-sandbox.sh).
   [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  # The backup-plan tests check systemd units (systemd-analyze) and render the HTML report in
+  # headless Chromium (issue 14).
+  command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v clang >/dev/null 2>&1 || true
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}" >&2

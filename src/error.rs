@@ -61,6 +61,13 @@ pub enum Error {
     /// A retention policy or its parts (duration, group-by) are invalid or missing: a usage error.
     #[error(transparent)]
     Policy(#[from] crate::policy::retention::PolicyError),
+    /// backup.yml does not validate (`snap config check`, `snap run`): file, line, column, key.
+    #[cfg(feature = "rocksdb")]
+    #[error("{0}")]
+    PlanInvalid(crate::plan::PlanError),
+    /// `snap run`: the job's previous run still holds its job lock, here or on another host.
+    #[error("job {job:?} is already running ({holder}); this slot is skipped")]
+    JobRunning { job: String, holder: String },
     #[error("{context}: {source}")]
     Context { context: String, source: Box<Error> },
     #[error("interrupted")]

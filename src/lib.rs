@@ -45,6 +45,8 @@ pub mod diff;
 #[cfg(feature = "rocksdb")]
 pub mod index;
 #[cfg(feature = "rocksdb")]
+pub mod plan;
+#[cfg(feature = "rocksdb")]
 pub mod prune;
 #[cfg(feature = "rocksdb")]
 pub mod repo;

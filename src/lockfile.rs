@@ -56,6 +56,12 @@ pub struct LockInfo {
     /// versions read a prune lock as the shared lock it also is).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prune: bool,
+    /// A `snap run` job's lock (repo-format.md §10, job locks): held while the job runs so its
+    /// next slot, on any host sharing the repository, is skipped instead of run twice. It
+    /// conflicts only with a live lock of the same job; other takers pass it by. Written only
+    /// when set, so every other lock keeps its bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 impl LockInfo {
@@ -103,12 +109,14 @@ impl LockInfo {
     pub fn describe(&self) -> String {
         format!(
             "{} lock by pid {} on {} ({}), {}s old{}",
-            if self.exclusive {
-                "exclusive"
+            if let Some(j) = &self.job {
+                format!("job {j:?}")
+            } else if self.exclusive {
+                "exclusive".into()
             } else if self.prune {
-                "prune"
+                "prune".into()
             } else {
-                "shared"
+                "shared".into()
             },
             self.pid,
             self.host,
@@ -135,6 +143,7 @@ mod tests {
             time: chrono::Utc::now().to_rfc3339(),
             exclusive: false,
             prune: false,
+            job: None,
         }
     }
 

@@ -20,7 +20,9 @@ use snap::error::{Error, StorageFailure};
 /// archived was; also `check` when it finds one and no damage), 27 a MariaDB tool
 /// (`mariadb-binlog`, `mariadb`) failed or binlog is off, 30 `mysql consolidate`'s scratch
 /// server holds one of the databases, 31 the consolidated full differs from the replay (it was
-/// removed), 32 `forget` by id would leave a kept snapshot without one it needs, 130 interrupted.
+/// removed), 32 `forget` by id would leave a kept snapshot without one it needs, 33 backup.yml
+/// invalid (file:line:column: key: what is allowed), 34 `snap run`: a job was skipped (its
+/// previous run still going) and none failed, 35 `snap run`: a job failed, 130 interrupted.
 fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>().map(Error::root) {
         Some(Error::NoRepository(_)) => 10,
@@ -43,6 +45,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::ScratchNotEmpty { .. }) => 30,
         Some(Error::ConsolidateMismatch { .. }) => 31,
         Some(Error::SnapshotNeeded { .. }) => 32,
+        Some(Error::PlanInvalid(_)) => 33,
+        Some(Error::JobRunning { .. }) => 34,
         Some(Error::Interrupted) => 130,
         Some(Error::Policy(_)) => 2,
         Some(Error::Usage(_)) => 2,

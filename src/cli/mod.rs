@@ -14,6 +14,7 @@ mod latest;
 mod mysql;
 mod mysql_args;
 mod mysql_binlog;
+mod plan;
 mod progress;
 mod prune;
 mod restore;
@@ -118,6 +119,20 @@ enum Command {
     /// Prove a snapshot restores: database into scratch databases, files into a scratch
     /// directory, everything compared with what the backup recorded; writes a report
     Verify(verify::Args),
+    /// backup.yml: validate it, or print a commented example
+    #[command(subcommand)]
+    Config(plan::Config),
+    /// Run the backup plan in backup.yml: what is due now (for `* * * * * snap run`), the named
+    /// jobs at once (--now), or as a daemon (--daemon)
+    Run(plan::RunArgs),
+    /// Print the plan as crontab lines or systemd timers and services
+    Schedule(plan::ScheduleArgs),
+    /// Show the run log: one line per run of a job
+    Log(plan::LogArgs),
+    /// Prometheus metrics of the plan (node-exporter textfile collector: --textfile DIR)
+    Metrics(plan::MetricsArgs),
+    /// A report people can look at: one self-contained HTML page (--html FILE) or --json
+    Report(plan::ReportArgs),
 }
 
 pub struct Ctx {
@@ -256,6 +271,12 @@ pub fn run() -> Result<u8> {
         Command::Repair(check::Repair::Index) => check::repair_index(&ctx),
         Command::Mysql(m) => mysql::run(&ctx, m),
         Command::Verify(a) => verify::run(&ctx, a),
+        Command::Config(c) => plan::config(&ctx, c),
+        Command::Run(a) => plan::run(&ctx, a),
+        Command::Schedule(a) => plan::schedule(&ctx, a),
+        Command::Log(a) => plan::log(&ctx, a),
+        Command::Metrics(a) => plan::metrics(&ctx, a),
+        Command::Report(a) => plan::report(&ctx, a),
     };
     if stats {
         // On stderr, so stdout stays the command's own output (one JSON document with --json).

@@ -238,9 +238,29 @@ struct Want {
     ignore_own: bool,
 }
 
-fn conflicts(backend: &dyn Backend, key: &MasterKey, want: Want, own: Option<&str>) -> Result<()> {
+fn conflicts(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    want: Want,
+    job: Option<&str>,
+    own: Option<&str>,
+) -> Result<()> {
     let me = (crate::hostname(), std::process::id());
     for (path, info) in list_locks_except(backend, key, own)? {
+        // Job locks are a separate table: a job lock meets only live locks of the same job,
+        // and every other taker passes job locks by (a job's own forget runs under its lock).
+        if let Some(name) = job {
+            if let Some(i) = info.filter(|i| i.job.as_deref() == Some(name) && !i.is_stale()) {
+                return Err(Error::JobRunning {
+                    job: name.to_string(),
+                    holder: i.describe(),
+                });
+            }
+            continue;
+        }
+        if info.as_ref().is_some_and(|i| i.job.is_some()) {
+            continue;
+        }
         match info {
             Some(i) if want.ignore_own && (i.host.clone(), i.pid) == me => {}
             Some(i) if i.exclusive || want.exclusive || (i.prune && want.prune) => {
@@ -272,6 +292,7 @@ impl LockGuard {
                 repo.backend().clone(),
                 repo.key(),
                 want,
+                None,
                 Some(interrupt.clone()),
             ) {
                 // A prune deleting packs holds the exclusive lock for a moment (milliseconds to
@@ -321,6 +342,7 @@ impl LockGuard {
                 repo.backend().clone(),
                 repo.key(),
                 Self::want(op, true),
+                None,
                 Some(interrupt.clone()),
             ) {
                 Err(Error::Locked(why)) if start.elapsed() < wait => {
@@ -353,16 +375,29 @@ impl LockGuard {
             prune: false,
             ignore_own: false,
         };
-        Self::take_with(backend, key, want, None)
+        Self::take_with(backend, key, want, None, None)
+    }
+
+    /// The lock of `snap run`'s job `job`: refused with [`Error::JobRunning`] while a live lock
+    /// of the same job exists on any host (stale ones, of a crashed run, are passed by).
+    pub fn job(backend: Arc<dyn Backend>, key: &MasterKey, job: &str) -> Result<LockGuard> {
+        let want = Want {
+            exclusive: false,
+            prune: false,
+            ignore_own: false,
+        };
+        Self::take_with(backend, key, want, Some(job.to_string()), None)
     }
 
     fn take_with(
         backend: Arc<dyn Backend>,
         key: &MasterKey,
         want: Want,
+        job: Option<String>,
         interrupt: Option<Arc<AtomicBool>>,
     ) -> Result<LockGuard> {
-        conflicts(backend.as_ref(), key, want, None)?;
+        conflicts(backend.as_ref(), key, want, job.as_deref(), None)?;
+        let job2 = job.clone();
         let info = move || LockInfo {
             host: crate::hostname(),
             pid: std::process::id(),
@@ -370,10 +405,11 @@ impl LockGuard {
             time: chrono::Utc::now().to_rfc3339(),
             exclusive: want.exclusive,
             prune: want.prune,
+            job: job2.clone(),
         };
         let path = write_lock(backend.as_ref(), key, &info())?;
         // Two writers may have checked at the same moment: check again now that ours is visible.
-        if let Err(e) = conflicts(backend.as_ref(), key, want, Some(&path)) {
+        if let Err(e) = conflicts(backend.as_ref(), key, want, job.as_deref(), Some(&path)) {
             let _ = backend.remove(&path);
             return Err(e);
         }

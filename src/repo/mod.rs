@@ -240,6 +240,26 @@ fn init_with(
     Ok(config.id)
 }
 
+/// The backend and master key of the repository at `location`, without its index cache: enough
+/// to hold a lock (`snap run`'s job lock) while other processes use the cache.
+pub fn open_for_lock(
+    location: &Location,
+    password: &[u8],
+) -> Result<(Arc<dyn Backend>, crate::crypto::MasterKey)> {
+    let backend = crate::backend::open(location)?;
+    if !backend.exists("config")? {
+        backend.list("")?;
+        return Err(Error::NoRepository(location.to_string()));
+    }
+    let (key, _, append_only) = open_key(backend.as_ref(), password)?;
+    let backend: Arc<dyn Backend> = if append_only {
+        Arc::new(crate::backend::append_only::AppendOnlyBackend::new(backend))
+    } else {
+        backend
+    };
+    Ok((backend, key))
+}
+
 impl Repository {
     pub fn open(location: &Location, password: &[u8], cache_dir: &Path) -> Result<Repository> {
         let backend = crate::backend::open(location)?;

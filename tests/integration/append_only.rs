@@ -142,6 +142,7 @@ fn append_only_key_backs_up_and_refuses_every_delete() {
                 time: (chrono::Utc::now() - chrono::Duration::seconds(age)).to_rfc3339(),
                 exclusive: false,
                 prune: false,
+                job: None,
             };
             write_lock(repo.backend().as_ref(), repo.key(), &info).unwrap();
         }

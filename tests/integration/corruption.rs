@@ -395,6 +395,7 @@ fn lock_from_a_dead_process_is_reported_with_its_age_and_unlock_removes_only_sta
         time: (chrono::Utc::now() - chrono::Duration::seconds(600)).to_rfc3339(),
         exclusive,
         prune: false,
+        job: None,
     };
     // A live lock (this test process), then a lock left by a dead one.
     let live = LockGuard::take(repo.backend().clone(), repo.key(), false).unwrap();

@@ -205,6 +205,7 @@ fn locks_block_and_stale_locks_are_reported_then_removed() {
         time: chrono::Utc::now().to_rfc3339(),
         exclusive: true,
         prune: false,
+        job: None,
     };
     write_lock(repo.backend().as_ref(), repo.key(), &dead).unwrap();
     let o = env.run(&["backup", src.to_str().unwrap()]);

@@ -382,6 +382,7 @@ fn golden_lock() {
         time: "2026-11-25T09:00:00+00:00".into(),
         exclusive: false,
         prune: false,
+        job: None,
     };
     assert_eq!(l, want);
     assert_eq!(hex::encode(snap::cbor::to_vec(&l)), hex::encode(plain));

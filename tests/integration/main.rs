@@ -29,6 +29,12 @@ mod mysql_common;
 mod mysql_hardening;
 mod mysql_pitr;
 mod parallel_walk;
+// backup.yml and snap run (issue 14)
+mod plan_common;
+mod plan_config;
+mod plan_report;
+mod plan_run;
+mod plan_year;
 mod prune;
 mod remote;
 mod remote_faults;
