@@ -20,7 +20,10 @@ use crate::common::Env;
 /// moto_server for the tests (not the default 5000, which something else may hold).
 const MOTO_PORT: u16 = 9300;
 const SSHD_PORT: u16 = 2299;
-const GARAGE_BASE: u16 = 39100;
+// Below the kernel's ephemeral range (32768-60999): a port in it can be held, at any moment, by
+// the local end of some other connection, and Garage's listener then fails with "address in use"
+// (seen in a CI run).
+const GARAGE_BASE: u16 = 29100;
 
 pub const S3_KEY: &str = "snap-test-key";
 pub const S3_SECRET: &str = "snap-test-secret";
