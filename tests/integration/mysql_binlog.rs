@@ -431,7 +431,7 @@ fn purged_logs_are_a_reported_gap_and_restores_across_it_are_refused() {
     s.exec("INSERT INTO gap.r VALUES (3)");
     s.exec("FLUSH BINARY LOGS");
     let last = s.binlog_files().last().unwrap().clone();
-    s.exec(&format!("PURGE BINARY LOGS TO '{last}'"));
+    s.purge_binlogs_to(&last);
     s.exec("INSERT INTO gap.r VALUES (4)");
     let o = snap(&env, &["mysql", "archive", &url, "--warn-purge"]);
     assert_eq!(code(&o), 26, "{}", stderr(&o));

@@ -322,6 +322,25 @@ impl Server {
         rows.into_iter().map(|r| r.get(0).unwrap()).collect()
     }
 
+    /// `PURGE BINARY LOGS TO file`, repeated until the server really dropped the older files.
+    /// The server keeps a file a binlog dump thread still reads (a warning, not an error), and
+    /// a snap process that just exited may not have been noticed as gone yet.
+    pub fn purge_binlogs_to(&self, file: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            self.exec(&format!("PURGE BINARY LOGS TO '{file}'"));
+            let files = self.binlog_files();
+            if files.first().map(String::as_str) == Some(file) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PURGE BINARY LOGS TO '{file}' left {files:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// The server's own copy of a binlog file.
     pub fn binlog_bytes(&self, file: &str) -> Vec<u8> {
         std::fs::read(self.dir.join("data").join(file)).unwrap()

@@ -436,14 +436,8 @@ fn a_purge_while_following_is_a_reported_gap_and_archiving_goes_on() {
     s.exec("INSERT INTO pf.r VALUES (3)");
     s.exec("FLUSH BINARY LOGS");
     let last = s.binlog_files().last().unwrap().clone();
-    // a file is purgeable once its binlog checkpoint has passed: retry for a while
-    for _ in 0..50 {
-        s.exec(&format!("PURGE BINARY LOGS TO '{last}'"));
-        if s.binlog_files().len() == 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // a file is purgeable once its binlog checkpoint has passed: the helper retries
+    s.purge_binlogs_to(&last);
     assert_eq!(s.binlog_files(), vec![last.clone()], "the purge happened");
     for p in frozen.iter().rev() {
         // SAFETY: as above
@@ -506,7 +500,7 @@ fn a_gtid_hole_is_recorded_reported_and_not_replayed_across() {
     snap_ok(&env, &["mysql", "archive", &url]);
     // everything holding domain 5 is archived; the server forgets the domain
     let last = s.binlog_files().last().unwrap().clone();
-    s.exec(&format!("PURGE BINARY LOGS TO '{last}'"));
+    s.purge_binlogs_to(&last);
     s.exec("FLUSH BINARY LOGS DELETE_DOMAIN_ID = (5)");
     s.exec("INSERT INTO gh.r VALUES (3)");
     let o = snap(&env, &["mysql", "archive", &url]);
