@@ -12,6 +12,7 @@ pub mod chunker;
 pub mod config;
 pub mod crypto;
 pub mod direct;
+pub mod duration;
 pub mod envelope;
 pub mod error;
 pub mod id;

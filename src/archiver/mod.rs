@@ -10,11 +10,13 @@ mod binlog;
 mod db;
 mod saver;
 mod scan;
+mod select;
 mod walker;
 
 pub use binlog::{StreamSnapshot, save_streams};
 pub use db::{MYSQL_DIR, MysqlSource, RecordAs};
 pub use scan::scan;
+pub use select::{Selection, globset};
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -23,8 +25,6 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
-
-use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -35,6 +35,8 @@ pub(crate) use saver::{Saver, SaverState};
 
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
+    /// Globs a file must match (or a directory above it) to be taken; empty: every file.
+    pub includes: Vec<String>,
     pub excludes: Vec<String>,
     pub tags: Vec<String>,
     pub host: Option<String>,
@@ -76,23 +78,6 @@ pub struct Prebuilt {
 pub struct BackupOutcome {
     pub id: Id,
     pub snapshot: Snapshot,
-}
-
-/// Builds a glob set from exclude patterns; a pattern without `/` also matches any base name.
-pub fn globset(patterns: &[String]) -> Result<GlobSet> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        let g = Glob::new(p).map_err(|e| Error::Usage(format!("bad pattern {p:?}: {e}")))?;
-        b.add(g);
-        if !p.contains('/') {
-            b.add(
-                Glob::new(&format!("**/{p}"))
-                    .map_err(|e| Error::Usage(format!("bad pattern {p:?}: {e}")))?,
-            );
-        }
-    }
-    b.build()
-        .map_err(|e| Error::Usage(format!("bad patterns: {e}")))
 }
 
 /// Where a source path appears inside the snapshot tree: absolute paths keep their components,
@@ -178,7 +163,7 @@ pub fn backup(
         Some((_, s)) => Some(repo.load_tree(&s.tree)?),
         None => None,
     };
-    let excludes = globset(&opts.excludes)?;
+    let select = Selection::new(&opts.includes, &opts.excludes)?;
     let state = SaverState::default();
     let repo_ref: &Repository = repo;
     let db_params = repo.config().db_chunker();
@@ -196,7 +181,7 @@ pub fn backup(
         };
         let (tree, summary, errors) = match db {
             Ok(db) => {
-                let shared = walker::Shared::new(repo_ref, &saver, excludes, progress, interrupt);
+                let shared = walker::Shared::new(repo_ref, &saver, select, progress, interrupt);
                 let (node, mysql) = db.unzip();
                 let (tree, summary, errors) =
                     walker::walk(&shared, top_map.as_ref(), parent_tree.as_ref(), node);

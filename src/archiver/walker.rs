@@ -29,11 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::thread::Scope;
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded};
-use globset::GlobSet;
-
 use super::saver::{PendingId, Saver};
-use super::{BackupProgress, MYSQL_DIR, Top};
+use super::{BackupProgress, MYSQL_DIR, Selection, Top};
 use crate::blob::BlobType;
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
@@ -44,6 +41,7 @@ use crate::source::files;
 use crate::source::readahead::ReadAhead;
 use crate::stages::{self, Stage};
 use crate::tree::{Extent, Node, NodeKind, Tree};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded};
 
 /// Files a walker asks its read-ahead for beyond the one it is reading (the reader prefetches
 /// small ones within this window).
@@ -57,7 +55,10 @@ const WALKERS: usize = 3;
 pub(super) struct Shared<'a, 's> {
     pub repo: &'a Repository,
     pub saver: &'a Saver<'s>,
-    pub excludes: GlobSet,
+    pub select: Selection,
+    /// The id an empty directory's tree has: with includes, a directory whose tree comes out
+    /// as this one and that no include matched is left out.
+    empty_tree: Id,
     pub progress: &'a BackupProgress,
     pub interrupt: &'a AtomicBool,
     /// Set when a walker fails, so the others stop soon instead of finishing their subtrees.
@@ -79,7 +80,7 @@ impl<'a, 's> Shared<'a, 's> {
     pub fn new(
         repo: &'a Repository,
         saver: &'a Saver<'s>,
-        excludes: GlobSet,
+        select: Selection,
         progress: &'a BackupProgress,
         interrupt: &'a AtomicBool,
     ) -> Self {
@@ -87,7 +88,8 @@ impl<'a, 's> Shared<'a, 's> {
         Shared {
             repo,
             saver,
-            excludes,
+            empty_tree: repo.key().blob_id(&Tree { nodes: Vec::new() }.encode()),
+            select,
             progress,
             interrupt,
             abort: AtomicBool::new(false),
@@ -129,6 +131,8 @@ enum Link {
 struct Handoff {
     path: PathBuf,
     parent: Option<Tree>,
+    /// Whether the directory is inside one an include matched (see `select`).
+    inside: bool,
     reply: Sender<Result<Id>>,
 }
 
@@ -138,6 +142,8 @@ struct Handoff {
 struct Pending {
     chunks: Vec<(usize, PendingId)>,
     subtree: Option<Receiver<Result<Id>>>,
+    /// A directory no include matched: left out if nothing under it was taken.
+    prunable: bool,
 }
 
 /// Waits for the ids of a node's chunks and writes them into its content.
@@ -283,7 +289,7 @@ impl<'a, 's> Walker<'a, 's> {
                 recv(self.shared.handoff_rx) -> job => {
                     self.shared.idle.fetch_sub(1, Ordering::SeqCst);
                     let Ok(job) = job else { break };
-                    let r = self.dir(&job.path, job.parent.as_ref()).map_err(|e| {
+                    let r = self.dir(&job.path, job.parent.as_ref(), job.inside).map_err(|e| {
                         self.shared.fail(e);
                         Error::Interrupted
                     });
@@ -347,7 +353,11 @@ impl<'a, 's> Walker<'a, 's> {
             nodes: Vec::with_capacity(nodes.len()),
         };
         for (mut node, pending) in nodes {
+            let prunable = pending.prunable;
             resolve(&mut node, pending)?;
+            if prunable && node.subtree == Some(self.shared.empty_tree) {
+                continue;
+            }
             tree.nodes.push(node);
         }
         Ok(self.shared.saver.save(BlobType::Tree, tree.encode())?.0)
@@ -361,7 +371,10 @@ impl<'a, 's> Walker<'a, 's> {
     /// The entries of the tree for `top`, not yet saved (the root may get more).
     fn top_nodes(&mut self, top: &Top, parent: Option<&Tree>) -> Result<Vec<(Node, Pending)>> {
         let children = match top {
-            Top::Real(path) => return self.dir_nodes(path, parent),
+            Top::Real(path) => {
+                let inside = self.shared.select.included(path, false);
+                return self.dir_nodes(path, parent, inside);
+            }
             Top::Virtual(_, children) => children,
         };
         let mut nodes = Vec::new();
@@ -404,13 +417,19 @@ impl<'a, 's> Walker<'a, 's> {
         Ok(nodes)
     }
 
-    /// Backs up directory `path`, returning its tree id.
-    fn dir(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Id> {
-        let nodes = self.dir_nodes(path, parent)?;
+    /// Backs up directory `path`, returning its tree id; `inside`: whether an include matched
+    /// it or a directory above it.
+    fn dir(&mut self, path: &Path, parent: Option<&Tree>, inside: bool) -> Result<Id> {
+        let nodes = self.dir_nodes(path, parent, inside)?;
         self.save_tree(nodes)
     }
 
-    fn dir_nodes(&mut self, path: &Path, parent: Option<&Tree>) -> Result<Vec<(Node, Pending)>> {
+    fn dir_nodes(
+        &mut self,
+        path: &Path,
+        parent: Option<&Tree>,
+        inside: bool,
+    ) -> Result<Vec<(Node, Pending)>> {
         self.check_interrupt()?;
         let listing = std::time::Instant::now();
         let mut entries: Vec<(Vec<u8>, PathBuf)> = Vec::new();
@@ -426,13 +445,17 @@ impl<'a, 's> Walker<'a, 's> {
             Err(e) => self.error(path, e),
         }
         entries.sort();
-        let excludes = &self.shared.excludes;
+        let select = &self.shared.select;
         let entries = entries
             .into_iter()
-            .filter(|(_, child)| !excludes.is_match(child))
+            .filter(|(_, child)| !select.excluded(child))
             .map(|(name, child)| {
                 let md = std::fs::symlink_metadata(&child);
                 (name, child, md)
+            })
+            // Directories are walked whatever the includes say (a pattern may match beneath).
+            .filter(|(_, child, md)| {
+                md.as_ref().is_ok_and(|m| m.is_dir()) || select.included(child, inside)
             });
         // Files first, subdirectories after: the read-ahead must be asked for files in the order
         // they are read, and a subdirectory asks for its own when it is entered. The tree is put
@@ -462,7 +485,7 @@ impl<'a, 's> Walker<'a, 's> {
                 }
             }
             let old = parent.and_then(|t| t.find(name));
-            let entry = self.entry(name, child, md, old, false);
+            let entry = self.entry(name, child, md, old, false, inside);
             self.reader.skip(child);
             if let Some(e) = entry? {
                 nodes.push(e);
@@ -480,7 +503,8 @@ impl<'a, 's> Walker<'a, 's> {
             };
             let Some((name, child, md)) = next else { break };
             let old = parent.and_then(|t| t.find(&name));
-            if let Some(e) = self.entry(&name, &child, &md, old, offer)? {
+            let inside = self.shared.select.included(&child, inside);
+            if let Some(e) = self.entry(&name, &child, &md, old, offer, inside)? {
                 nodes.push(e);
             }
         }
@@ -504,6 +528,7 @@ impl<'a, 's> Walker<'a, 's> {
         md: &std::io::Result<std::fs::Metadata>,
         old: Option<&Node>,
         offer: bool,
+        inside: bool,
     ) -> Result<Option<(Node, Pending)>> {
         let md = match md {
             Ok(md) => md,
@@ -533,14 +558,19 @@ impl<'a, 's> Walker<'a, 's> {
         }
         self.summary.dirs += 1;
         let parent = self.parent_subtree(old);
+        let kept = Pending {
+            prunable: !inside,
+            ..Pending::default()
+        };
         if !offer {
-            node.subtree = Some(self.dir(child, parent.as_ref())?);
-            return Ok(Some((node, Pending::default())));
+            node.subtree = Some(self.dir(child, parent.as_ref(), inside)?);
+            return Ok(Some((node, kept)));
         }
         let (reply, result) = bounded(1);
         let job = Handoff {
             path: child.to_path_buf(),
             parent,
+            inside,
             reply,
         };
         // An idle walker may be a moment away from waiting on the channel.
@@ -553,12 +583,12 @@ impl<'a, 's> Walker<'a, 's> {
                 node,
                 Pending {
                     subtree: Some(result),
-                    ..Pending::default()
+                    ..kept
                 },
             ))),
             Err(SendTimeoutError::Timeout(job) | SendTimeoutError::Disconnected(job)) => {
-                node.subtree = Some(self.dir(child, job.parent.as_ref())?);
-                Ok(Some((node, Pending::default())))
+                node.subtree = Some(self.dir(child, job.parent.as_ref(), inside)?);
+                Ok(Some((node, kept)))
             }
         }
     }
@@ -630,7 +660,7 @@ impl<'a, 's> Walker<'a, 's> {
         }
         Ok(Some(Pending {
             chunks,
-            subtree: None,
+            ..Pending::default()
         }))
     }
 

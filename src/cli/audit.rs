@@ -12,29 +12,9 @@ use super::Ctx;
 #[derive(clap::Args)]
 pub struct Args {
     /// Only records from this moment on: an RFC 3339 time (2026-12-01T09:00:00Z), a date
-    /// (2026-12-01, UTC midnight) or an age (24h, 7d)
-    #[arg(long, value_name = "WHEN", value_parser = parse_since)]
+    /// (2026-12-01, local midnight) or an age (24h, 7d)
+    #[arg(long, value_name = "WHEN", value_parser = snap::duration::since)]
     since: Option<DateTime<FixedOffset>>,
-}
-
-fn parse_since(s: &str) -> Result<DateTime<FixedOffset>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t);
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        let midnight = d.and_hms_opt(0, 0, 0).ok_or("not a date")?;
-        return Ok(midnight.and_utc().fixed_offset());
-    }
-    let age = super::prune::parse_duration(s).map_err(|_| {
-        format!(
-            "{s:?} is not a time (2026-12-01T09:00:00Z), a date (2026-12-01) or an age (24h, 7d)"
-        )
-    })?;
-    let age = chrono::Duration::from_std(age).map_err(|e| format!("{s:?}: {e}"))?;
-    Utc::now()
-        .checked_sub_signed(age)
-        .map(|t| t.fixed_offset())
-        .ok_or_else(|| format!("{s:?} reaches before the calendar starts"))
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {

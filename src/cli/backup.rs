@@ -17,6 +17,10 @@ pub struct Args {
     /// Files and directories to back up
     #[arg(required_unless_present = "mysql")]
     paths: Vec<PathBuf>,
+    /// Take only files matching this glob, or under a directory matching it (repeatable);
+    /// directories in which nothing is taken are left out. Excludes win.
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
     /// Skip paths matching this glob (repeatable)
     #[arg(long)]
     exclude: Vec<String>,
@@ -94,6 +98,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     };
     let opts = BackupOptions {
         paths: a.paths,
+        includes: a.include,
         excludes,
         tags: a.tag,
         host: a.host,
@@ -120,8 +125,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let scan_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if ctx.show_progress() {
         let (p, stop) = (progress.clone(), scan_stop.clone());
-        let (paths, excludes) = (opts.paths.clone(), snap::archiver::globset(&opts.excludes)?);
-        std::thread::spawn(move || snap::archiver::scan(&paths, &excludes, &p, &stop));
+        let paths = opts.paths.clone();
+        let select = snap::archiver::Selection::new(&opts.includes, &opts.excludes)?;
+        std::thread::spawn(move || snap::archiver::scan(&paths, &select, &p, &stop));
     }
     let p = progress.clone();
     let ticker = Ticker::start(

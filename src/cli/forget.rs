@@ -55,7 +55,7 @@ pub struct Args {
     dry_run: bool,
     /// How long to wait for running backups, restores and checks to let go (forget takes the
     /// exclusive lock; it retries in the gaps between them)
-    #[arg(long, default_value = "10m", value_parser = super::prune::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = snap::duration::parse)]
     lock_wait: std::time::Duration,
     /// Then prune with prune's defaults (`--max-unused 5%`, `--grace 24h`): unused packs are
     /// marked now and deleted by a prune a grace period later

@@ -26,7 +26,7 @@ pub struct ArchiveArgs {
     #[arg(long)]
     follow: bool,
     /// With --follow: make what was received durable at least this often (e.g. 10s, 500ms, 1m)
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_flush_every)]
     flush_every: Duration,
     /// With --follow: the server id this replica announces (must be unique among the
     /// server's replicas)
@@ -114,27 +114,13 @@ impl UntilArgs {
     }
 }
 
-/// `10s`, `500ms`, `2m`, `1h`, or plain seconds.
-fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
-    };
-    if !(secs > 0.0 && secs < 86_400.0) {
+/// `--flush-every`: a duration (`10s`, `500ms`, `2m`) above zero and below a day.
+fn parse_flush_every(s: &str) -> std::result::Result<Duration, String> {
+    let d = snap::duration::parse(s)?;
+    if d.is_zero() || d >= Duration::from_secs(86_400) {
         return Err(format!("{s:?} must be between 0 and 24h"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// A time in UTC unless it names a zone; seconds since the epoch.

@@ -251,7 +251,8 @@ pub struct LogArgs {
     /// Only this job
     #[arg(long)]
     job: Option<String>,
-    /// Only runs started since this date (YYYY-MM-DD) or this long ago (7d, 12h)
+    /// Only runs started since this time (RFC 3339), date (YYYY-MM-DD, local midnight) or this
+    /// long ago (7d, 12h)
     #[arg(long)]
     since: Option<String>,
 }
@@ -267,7 +268,7 @@ fn select(plan: &Plan, job: Option<&str>, since: Option<&str>) -> Result<Vec<run
     }
     let since = match since {
         None => None,
-        Some(s) => Some(parse_since(s)?),
+        Some(s) => Some(snap::duration::since(s).map_err(|m| anyhow::anyhow!("--since {m}"))?),
     };
     Ok(records
         .into_iter()
@@ -278,25 +279,6 @@ fn select(plan: &Plan, job: Option<&str>, since: Option<&str>) -> Result<Vec<run
             })
         })
         .collect())
-}
-
-fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::FixedOffset>> {
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        let t = d
-            .and_hms_opt(0, 0, 0)
-            .and_then(|t| t.and_local_timezone(chrono::Local).earliest())
-            .context("no such local time")?;
-        return Ok(t.fixed_offset());
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t);
-    }
-    match snap::plan::file::parse_duration(s) {
-        Ok(d) => Ok((chrono::Local::now() - chrono::Duration::from_std(d)?).fixed_offset()),
-        Err(_) => {
-            bail!("--since {s:?}: give a date (2025-01-31), a time (RFC 3339) or an age (7d, 12h)")
-        }
-    }
 }
 
 pub fn log(ctx: &Ctx, a: LogArgs) -> Result<u8> {

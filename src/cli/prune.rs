@@ -19,10 +19,10 @@ pub struct Args {
     #[arg(long, value_parser = parse_size)]
     max_repack: Option<u64>,
     /// Delete a pack only this long after it was found unused (`24h`, `30m`, `0`)
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = snap::duration::parse)]
     grace: Duration,
     /// How long to wait for running backups before deleting (the exclusive lock)
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = snap::duration::parse)]
     lock_wait: Duration,
     /// Print the plan only; change nothing
     #[arg(long, short = 'n')]
@@ -67,22 +67,6 @@ fn parse_limit(s: &str) -> Result<Limit, String> {
         }
         None => parse_size(s).map(Limit::Bytes),
     }
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let bad = || format!("{s:?} is not a duration (e.g. 24h, 30m, 90s, 2d, 0)");
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mult).map(Duration::from_secs).ok_or_else(bad)
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {

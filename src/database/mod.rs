@@ -206,6 +206,7 @@ pub fn restore(
     } else {
         let backup = BackupOptions {
             paths: Vec::new(),
+            includes: Vec::new(),
             excludes: Vec::new(),
             tags: vec![
                 crate::snapshot::PRE_RESTORE_TAG.into(),

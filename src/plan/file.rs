@@ -88,7 +88,9 @@ struct RawJob {
     #[serde(default)]
     paths: Vec<PathBuf>,
     #[serde(default)]
-    exclude: Vec<String>,
+    include: Vec<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
     #[serde(default)]
     host: Option<String>,
     #[serde(default)]
@@ -323,6 +325,8 @@ pub struct Job {
     pub repository: String,
     pub copy_to: Vec<String>,
     pub paths: Vec<PathBuf>,
+    /// `snap backup --include`: only files matching (or under a directory matching) these.
+    pub include: Vec<String>,
     pub exclude: Vec<String>,
     pub host: Option<String>,
     pub mysql: Option<Mysql>,
@@ -534,7 +538,7 @@ impl Validator<'_> {
             |s: &Option<Spanned<String>>, key: &str| -> Result<Option<Duration>, PlanError> {
                 match s {
                     None => Ok(None),
-                    Some(s) => parse_duration(&s.value)
+                    Some(s) => crate::duration::parse(&s.value)
                         .map(Some)
                         .map_err(|m| self.err(s, key, m)),
                 }
@@ -704,6 +708,31 @@ impl Validator<'_> {
                     ),
                 });
             }
+            let patterns = |list: &[Spanned<String>], name: &str| {
+                let mut out = Vec::new();
+                for (i, p) in list.iter().enumerate() {
+                    crate::archiver::globset(std::slice::from_ref(&p.value)).map_err(|e| {
+                        self.err(
+                            p,
+                            format!("{key}.{name}[{i}]"),
+                            format!(
+                                "{e}: a glob such as \"*.py\" or \"/srv/upload\" is allowed here"
+                            ),
+                        )
+                    })?;
+                    out.push(p.value.clone());
+                }
+                Ok::<_, PlanError>(out)
+            };
+            let include = patterns(&j.include, "include")?;
+            let exclude = patterns(&j.exclude, "exclude")?;
+            if !include.is_empty() && j.paths.is_empty() {
+                return Err(self.err(
+                    &j.include[0],
+                    format!("{key}.include"),
+                    "include patterns pick files under paths: give paths too",
+                ));
+            }
             let check_subset = match j.check.as_ref().and_then(|c| c.read_data_subset.as_ref()) {
                 None => None,
                 Some(s) => {
@@ -729,7 +758,8 @@ impl Validator<'_> {
                 repository: j.repository.value,
                 copy_to,
                 paths: j.paths,
-                exclude: j.exclude,
+                include,
+                exclude,
                 host: j.host,
                 mysql,
                 schedules,
@@ -837,22 +867,4 @@ fn check_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// `30s`, `5m`, `2h`, `1d`, or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let bad =
-        || format!("{s:?} is not a duration: a number with s, m, h or d is allowed (e.g. 30s, 5m)");
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(mult).map(Duration::from_secs).ok_or_else(bad)
 }

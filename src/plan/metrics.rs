@@ -28,9 +28,11 @@ pub struct JobStatus {
     pub last_backup: Option<String>,
     /// End of the newest successful binary-log archive run.
     pub last_binlog: Option<String>,
+    /// Commit time of the newest archived binary-log event (see `RunRecord::last_event`).
+    pub last_binlog_event: Option<String>,
     /// End of the newest successful restore drill.
     pub last_verified: Option<String>,
-    /// Seconds from the newest good backup (or archived binary log) to now.
+    /// Seconds from the start of the newest good backup or binary-log run to now.
     pub recovery_point_age_secs: Option<i64>,
     pub runs: BTreeMap<String, u64>,
 }
@@ -55,7 +57,23 @@ pub fn job_status(plan: &Plan, runs: &[RunRecord], now: DateTime<Local>) -> Vec<
                 newest(&|r| ["full", "incremental", "differential"].contains(&r.kind.as_str()));
             let binlog = newest(&|r| r.kind == "binlog");
             let verified = newest(&|r| r.kind == "verify");
-            let point = backup.max(binlog);
+            // What a restore from the repository alone reaches: a backup stands for the moment
+            // it started (a dump's consistent point is taken first), a binary-log run for the
+            // moment it listed the server's logs, which it then copied to their end.
+            let started = |pred: &dyn Fn(&RunRecord) -> bool| {
+                mine.iter()
+                    .filter(|r| r.ok() && pred(r))
+                    .filter_map(|r| DateTime::parse_from_rfc3339(&r.start).ok())
+                    .max()
+            };
+            let point = started(&|r| {
+                ["full", "incremental", "differential", "binlog"].contains(&r.kind.as_str())
+            });
+            let last_event = mine
+                .iter()
+                .filter_map(|r| r.last_event.as_deref())
+                .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+                .max();
             let mut by_result = BTreeMap::new();
             for r in &mine {
                 *by_result.entry(r.result.clone()).or_insert(0) += 1;
@@ -66,6 +84,7 @@ pub fn job_status(plan: &Plan, runs: &[RunRecord], now: DateTime<Local>) -> Vec<
                 last_run: mine.last().map(|r| (*r).clone()),
                 last_backup: backup.map(|t| t.to_rfc3339()),
                 last_binlog: binlog.map(|t| t.to_rfc3339()),
+                last_binlog_event: last_event.map(|t| t.to_rfc3339()),
                 last_verified: verified.map(|t| t.to_rfc3339()),
                 recovery_point_age_secs: point
                     .map(|p| (now.fixed_offset() - p).num_seconds().max(0)),
@@ -205,8 +224,19 @@ pub fn render(status: &[JobStatus], sizes: &BTreeMap<String, u64>) -> String {
         }),
     );
     family(
+        "snap_job_last_binlog_event_timestamp_seconds",
+        "Commit time of the newest binary-log event the archive holds (Unix time).",
+        "gauge",
+        per(&|s| {
+            s.last_binlog_event
+                .as_deref()
+                .and_then(secs)
+                .map(|v| v.to_string())
+        }),
+    );
+    family(
         "snap_job_recovery_point_age_seconds",
-        "Seconds since the newest good backup or archived binary log: what a loss now would cost.",
+        "Seconds since the start of the newest good backup or binary-log archive run: what a loss now would cost.",
         "gauge",
         per(&|s| s.recovery_point_age_secs.map(|v| v.to_string())),
     );

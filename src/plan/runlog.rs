@@ -53,6 +53,10 @@ pub struct RunRecord {
     /// Retries of transient failures this run needed.
     #[serde(default)]
     pub retries: u32,
+    /// A binary-log run: the commit time of the newest event the archive holds (RFC 3339),
+    /// what a restore from the repository alone can reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event: Option<String>,
     /// Retention run after the backup, per repository.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retention: Vec<Retention>,

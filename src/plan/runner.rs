@@ -325,6 +325,7 @@ impl Runner {
             result: "success".into(),
             error: None,
             retries: 0,
+            last_event: None,
             retention: Vec::new(),
             host: crate::hostname(),
             pid: std::process::id(),
@@ -423,6 +424,9 @@ impl Runner {
             s.cmd.args(&job.paths);
             for t in [job.tag(), format!("class={}", job.class)] {
                 s.cmd.arg("--tag").arg(t);
+            }
+            for i in &job.include {
+                s.cmd.arg("--include").arg(i);
             }
             for e in &job.exclude {
                 s.cmd.arg("--exclude").arg(e);
@@ -618,11 +622,19 @@ impl Runner {
         }
         let j = out.json();
         rec.bytes_added = j["bytes"].as_u64().unwrap_or(0);
-        if let Some(id) = j["snapshot"].as_str() {
-            rec.snapshots.push(SnapshotRef {
-                repository: job.repository.clone(),
-                id: id.to_string(),
-            });
+        rec.last_event = j["segments"]
+            .as_array()
+            .and_then(|s| s.iter().filter_map(|g| g["last_time"].as_i64()).max())
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| t.to_rfc3339());
+        // `snap mysql archive --json` lists the snapshots it wrote (one per flushed range)
+        for id in j["snapshots"].as_array().into_iter().flatten() {
+            if let Some(id) = id.as_str() {
+                rec.snapshots.push(SnapshotRef {
+                    repository: job.repository.clone(),
+                    id: id.to_string(),
+                });
+            }
         }
         Ok(())
     }

@@ -185,6 +185,14 @@ fn config_check_reports_line_column_key() {
             "jobs.app.check.read_data_subset",
             "P% (e.g. 5%) or n/t",
         ),
+        (
+            "    paths: [/srv/app]\n",
+            "    paths: [/srv/app]\n    include: [\"*.py\", \"a[\"]\n",
+            job + 4,
+            23,
+            "jobs.app.include[1]",
+            "a glob such as",
+        ),
     ];
     let dir = p.dir.clone();
     let mut wrong = Vec::new();

@@ -329,3 +329,56 @@ fn daemon_reloads_on_sighup_and_stops_on_sigterm() {
     let status = d.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// A database job of the critical class: a dump, then a binary-log run after new commits. The
+/// run log records the binlog run's snapshots and the commit time of the newest archived event,
+/// and `snap metrics` reports that event time (the recovery point a restore can reach), not the
+/// time the run ended.
+#[test]
+fn binlog_runs_record_the_newest_archived_event() {
+    let db: &'static crate::mysql_common::Server =
+        crate::mysql_common::server(crate::plan_common::DB_PORT);
+    db.exec("CREATE DATABASE IF NOT EXISTS planlog");
+    db.exec("CREATE TABLE IF NOT EXISTS planlog.t (id INT PRIMARY KEY)");
+    let p = PlanDir::new();
+    p.write(&format!(
+        "version: 1\n{}jobs:\n  db:\n    class: critical\n    repository: local\n    mysql:\n      url: mysql://snap@127.0.0.1:{}\n      password_file: {}\n      databases: [planlog]\n    schedule:\n      full: \"0 1 * * *\"\n    binlog:\n      schedule: \"*/15 * * * *\"\n",
+        p.repositories(),
+        crate::plan_common::DB_PORT,
+        p.dir.join("mysql.pass").display()
+    ));
+    let o = p.run(&["run", "--now", "db", "--kind", "full"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    db.exec("REPLACE INTO planlog.t VALUES (1)");
+    // the event's commit time, in whole seconds as the binlog records it
+    let committed: i64 = {
+        use ::mysql::prelude::Queryable;
+        db.conn()
+            .query_first("SELECT UNIX_TIMESTAMP()")
+            .unwrap()
+            .unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(2100));
+    let o = p.run(&["run", "--now", "db", "--kind", "binlog"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let runs = p.runs();
+    let b = runs.last().unwrap();
+    assert_eq!(b["kind"], "binlog", "{b}");
+    assert!(!b["snapshots"].as_array().unwrap().is_empty(), "{b}");
+    let event = chrono::DateTime::parse_from_rfc3339(b["last_event"].as_str().unwrap()).unwrap();
+    assert!(
+        (event.timestamp() - committed).abs() <= 1,
+        "{event} vs {committed}"
+    );
+    let end = chrono::DateTime::parse_from_rfc3339(b["end"].as_str().unwrap()).unwrap();
+    assert!(end.timestamp() >= event.timestamp() + 2, "{b}");
+    let dir = p.dir.join("textfile");
+    let o = p.run(&["metrics", "--textfile", dir.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let text = read(&dir.join("snap.prom"));
+    let line = format!(
+        "snap_job_last_binlog_event_timestamp_seconds{{job=\"db\",class=\"critical\"}} {}",
+        event.timestamp()
+    );
+    assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+}

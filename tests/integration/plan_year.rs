@@ -126,7 +126,12 @@ fn a_year_of_the_example_plan() {
         std::thread::spawn(move || {
             let mut i = 100u64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                crate::common::make_files(&code_dir, [i], 2000 + (i as usize % 7) * 1000);
+                // named as the example's app job includes them (`*.py`)
+                let len = 2000 + (i as usize % 7) * 1000;
+                crate::common::write(
+                    &code_dir.join(format!("m{i}.py")),
+                    &crate::common::random_bytes(i, len),
+                );
                 db.exec(&format!(
                     "REPLACE INTO planyear.t VALUES ({i}, REPEAT('x', {}))",
                     100 + i % 50
@@ -270,4 +275,12 @@ fn a_year_of_the_example_plan() {
         .count();
     assert_eq!(chromium_status(&page), format!("ok points={}", 3 * backups));
     chromium_screenshot(&page, &p.dir.join("report-year.png"), 1250);
+    // to look at afterwards (the plan directory is removed with the test)
+    if let Some(keep) = std::env::var_os("SNAP_KEEP_REPORT") {
+        let keep = std::path::PathBuf::from(keep);
+        std::fs::create_dir_all(&keep).unwrap();
+        for f in ["report-year.html", "report-year.png"] {
+            std::fs::copy(p.dir.join(f), keep.join(f)).unwrap();
+        }
+    }
 }

@@ -223,6 +223,7 @@ fn grace_keeps_young_packs_and_a_marked_pack_is_recovered_when_used_again() {
     // The early backup deduplicates against the marked packs (its view predates the mark).
     let opts = snap::archiver::BackupOptions {
         paths: vec![a.clone()],
+        includes: vec![],
         excludes: vec![],
         tags: vec![],
         host: None,

@@ -166,6 +166,7 @@ fn run(
         .or_else(|| snap.time_parsed());
     let backup = BackupOptions {
         paths: Vec::new(),
+        includes: Vec::new(),
         excludes: Vec::new(),
         tags: vec![CONSOLIDATED_TAG.into()],
         host: Some(snap.host.clone()),

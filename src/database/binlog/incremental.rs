@@ -73,6 +73,7 @@ pub fn backup(
         Ok(Some(pre)) => {
             let o = BackupOptions {
                 paths: opts.paths.clone(),
+                includes: opts.includes.clone(),
                 excludes: opts.excludes.clone(),
                 tags: opts.tags.clone(),
                 host: opts.host.clone(),
