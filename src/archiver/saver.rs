@@ -368,7 +368,26 @@ fn packer(
             }
         }
     }
-    for pb in data.into_iter().flatten().chain([tree]) {
+    // The walkers' last packs are partly filled: merged while they fit one buffer, so a run
+    // ends with as few pack writes as one walker would make.
+    let mut last: Option<PackBuilder> = None;
+    for pb in data.into_iter().flatten().filter(|p| !p.is_empty()) {
+        match last.as_mut() {
+            Some(acc) if acc.len() + pb.len() <= capacity => {
+                if let Err(e) = acc.absorb(pb) {
+                    return fail(state, pack_error(e));
+                }
+            }
+            _ => {
+                if let Some(full) = last.replace(pb)
+                    && !ship(full)
+                {
+                    return;
+                }
+            }
+        }
+    }
+    for pb in last.into_iter().chain([tree]) {
         if !pb.is_empty() && !ship(pb) {
             return;
         }

@@ -318,6 +318,7 @@ impl Backend for RemoteBackend {
     }
 
     fn exists(&self, path: &str) -> Result<bool> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         match runtime()?.block_on(self.op.stat(path)) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
@@ -408,6 +409,9 @@ impl Backend for RemoteBackend {
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
                 Err(e) => return Err(storage_error(&self.name, "list", &prefix, &e)),
             };
+        // An S3 listing answers at most 1,000 keys per request.
+        let pages = 1 + entries.len() as u64 / 1000;
+        self.requests.fetch_add(pages, Ordering::Relaxed);
         let mut out: Vec<(String, u64)> = entries
             .into_iter()
             .filter(|e| e.metadata().is_file())
@@ -422,6 +426,7 @@ impl Backend for RemoteBackend {
     }
 
     fn remove(&self, path: &str) -> Result<()> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         match runtime()?.block_on(self.op.delete(path)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

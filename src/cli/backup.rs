@@ -118,8 +118,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
         (Some(f), false) => Some(super::read_password_file(f)?),
         (None, false) => Some(ctx.password()?),
     };
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Backup)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::Backup)?;
     let progress = Arc::new(BackupProgress::default());
     // Sizes counted ahead, for percent done and time left; only for a person watching.
     let scan_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

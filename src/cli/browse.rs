@@ -80,8 +80,7 @@ fn line(path: &str, n: &Node, long: bool, json: bool) -> String {
 }
 
 pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<u8> {
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Browse)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::Browse)?;
     let (id, snap) = repo.find_snapshot(&a.snapshot, &a.latest.filter())?;
     let node = repo.resolve(&snap.tree, &id.short(), &a.path)?;
     let out = std::io::stdout();
@@ -100,8 +99,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<u8> {
 }
 
 pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<u8> {
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Browse)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::Browse)?;
     let (id, snap) = repo.find_snapshot(&a.snapshot, &a.latest.filter())?;
     let node = repo.resolve(&snap.tree, &id.short(), &a.path)?;
     if node.kind != NodeKind::File {

@@ -32,8 +32,7 @@ pub enum Repair {
 }
 
 pub fn repair_index(ctx: &Ctx) -> Result<u8> {
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::RepairIndex)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::RepairIndex)?;
     let opened = repo.notes.len();
     let packs = repo.rebuild_index()?;
     ctx.notes(&repo.notes[opened..]);
@@ -46,8 +45,7 @@ pub fn repair_index(ctx: &Ctx) -> Result<u8> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Check)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::Check)?;
     let read = match (a.read_data, a.read_data_subset) {
         (_, Some(subset)) => subset,
         (true, None) => ReadData::All,

@@ -35,8 +35,7 @@ fn tree_of(repo: &mut Repository, spec: &str, latest: &LatestArgs) -> Result<Id>
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Browse)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::Browse)?;
     let before = tree_of(&mut repo, &a.before, &a.latest)?;
     let after = tree_of(&mut repo, &a.after, &a.latest)?;
     let mut changes: Vec<Change> = Vec::new();

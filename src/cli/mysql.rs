@@ -91,8 +91,7 @@ pub fn run(ctx: &Ctx, m: Mysql) -> Result<u8> {
     let Some(snapshot) = &a.snapshot else {
         bail!("name a snapshot (or `latest`), or a point in time with --until*");
     };
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::MysqlRestore)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::MysqlRestore)?;
     let (id, snap) = repo.find_snapshot(snapshot, &a.latest.database_filter())?;
     if let Some(m) = snap.mysql.as_ref().filter(|m| !m.kind.is_full()) {
         return super::mysql_binlog::restore_range(ctx, &mut repo, m, opts);

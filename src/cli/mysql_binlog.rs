@@ -256,8 +256,7 @@ pub fn archive(ctx: &Ctx, a: ArchiveArgs) -> Result<u8> {
 }
 
 pub fn timeline(ctx: &Ctx, a: TimelineArgs) -> Result<u8> {
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Browse)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::Browse)?;
     let source = pick_source(&mut repo, a.archive.as_deref(), &a.conn)?;
     let all = repo.snapshots()?;
     let chain = Chain::from_snapshots(&all, &source);
@@ -321,8 +320,7 @@ pub fn timeline(ctx: &Ctx, a: TimelineArgs) -> Result<u8> {
 
 pub fn restore_to(ctx: &Ctx, u: &UntilArgs, conn: &Conn, restore: DbRestoreOptions) -> Result<u8> {
     let target = u.target()?;
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::MysqlRestore)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::MysqlRestore)?;
     let source = pick_source(&mut repo, u.archive.as_deref(), conn)?;
     run_plan(ctx, &mut repo, u, &source, target, None, restore)
 }
@@ -415,8 +413,7 @@ fn run_plan(
 
 pub fn consolidate(ctx: &Ctx, a: ConsolidateArgs) -> Result<u8> {
     let scratch = a.conn.target(Some(&a.scratch))?;
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Backup)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::Backup)?;
     let (id, _) = if a.snapshot == "latest" {
         let all = repo.snapshots()?;
         let newest = all

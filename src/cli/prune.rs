@@ -95,8 +95,7 @@ pub fn default_options(dry_run: bool) -> PruneOptions {
 
 /// Prunes with `opts` under the prune lock (released on return).
 pub fn prune_locked(ctx: &Ctx, opts: &PruneOptions) -> Result<prune::PruneReport> {
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Prune)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::Prune)?;
     let opened = repo.notes.len();
     let r = prune::prune(&mut repo, opts, ctx.interrupt.clone())?;
     ctx.notes(&repo.notes[opened..]);

@@ -34,8 +34,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     let (spec, sub) = a.snapshot.split_once(':').unwrap_or((&a.snapshot, ""));
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Restore)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::Restore)?;
     let (id, snap) = repo.find_snapshot(spec, &a.latest.filter())?;
     let root = repo.resolve(&snap.tree, &id.short(), sub)?;
     let opts = RestoreOptions {

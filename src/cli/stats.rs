@@ -24,8 +24,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Stats)?;
+    let (mut repo, _lock) = ctx.open_locked(Operation::Stats)?;
     let all = a.snapshots.is_empty();
     let chosen: Vec<_> = if all {
         repo.snapshots()?

@@ -37,8 +37,7 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
-    let mut repo = ctx.open()?;
-    let _lock = ctx.lock(&mut repo, Operation::Verify)?;
+    let (repo, _lock) = ctx.open_locked(Operation::Verify)?;
     let mut repo = repo;
     let (id, _) = repo.find_snapshot(&a.snapshot, &a.latest.filter())?;
     let opts = DrillOptions {

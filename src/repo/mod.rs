@@ -68,6 +68,8 @@ pub struct Repository {
     spans: Option<spans::Spans>,
     /// Things the user should know about opening (index rebuilt, damaged packs skipped).
     pub notes: Vec<String>,
+    /// "The index cache was missing", said by the first sync once it found packs to read.
+    rebuilt: Option<String>,
 }
 
 /// `$SNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/snap`, else `~/.cache/snap` with `~` from `HOME` or,
@@ -262,6 +264,19 @@ pub fn open_for_lock(
 
 impl Repository {
     pub fn open(location: &Location, password: &[u8], cache_dir: &Path) -> Result<Repository> {
+        let mut repo = Self::open_unsynced(location, password, cache_dir)?;
+        repo.sync_index()?;
+        Ok(repo)
+    }
+
+    /// [`Repository::open`] without bringing the index up to date: for a command that takes a
+    /// lock and syncs then (a remote repository is listed once instead of twice). Until
+    /// [`Repository::sync_index`] runs the index may lack packs other hosts added.
+    pub fn open_unsynced(
+        location: &Location,
+        password: &[u8],
+        cache_dir: &Path,
+    ) -> Result<Repository> {
         let backend = crate::backend::open(location)?;
         // Read at once rather than asked for first (one request fewer on every command).
         let cfg_bytes = match backend.read("config") {
@@ -312,7 +327,7 @@ impl Repository {
             )
         });
         let backend_is_offsite = backend.is_offsite();
-        let mut repo = Repository {
+        let repo = Repository {
             backend,
             key,
             config,
@@ -324,13 +339,8 @@ impl Repository {
             spans: backend_is_offsite.then(spans::Spans::new),
             cache_dir: repo_cache,
             notes,
+            rebuilt,
         };
-        repo.sync_index()?;
-        if let Some(note) = rebuilt
-            && !repo.index.packs()?.is_empty()
-        {
-            repo.notes.insert(0, note);
-        }
         Ok(repo)
     }
 
@@ -472,6 +482,11 @@ impl Repository {
             if !still.is_empty() {
                 self.index.set_tombstone(&pack, &still)?;
             }
+        }
+        if let Some(note) = self.rebuilt.take()
+            && added > 0
+        {
+            self.notes.insert(0, note);
         }
         if missing.is_empty() && gone.is_empty() && pruned.is_empty() {
             return Ok(());

@@ -15,8 +15,13 @@ pub struct Env {
     pub vars: Vec<(String, String)>,
 }
 
+/// The snap binary under test: cargo's, or `SNAP_TEST_BIN` (a copy, so a long run such as the
+/// year-long plan test is not disturbed by a rebuild meanwhile).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_snap")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("SNAP_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_snap").to_string())
+    })
 }
 
 impl Env {
