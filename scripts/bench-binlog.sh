@@ -118,7 +118,8 @@ read -r END_FILE END_POS < <(ma -e "SHOW MASTER STATUS" | awk '{print $1, $2}')
 
 # 4. replay of the same range into B, each run right after loading the full into it (snap's
 # restore loads it itself; replay_ms is its replay alone); ROUNDS rounds, alternating which goes
-# first, as the machine's load and B's cache state vary
+# first, as the machine's load and B's cache state vary (3 by default, so each median is one
+# run; both medians are computed alike)
 mb -e "SET GLOBAL max_allowed_packet = 1073741824"
 read -r FP_FILE FP_POS < <(python3 -c '
 import json,sys; m=json.load(open(sys.argv[1]))["snapshot"]["mysql"]
@@ -148,7 +149,7 @@ snaprun() {
   log "snap replay: ${SNAP_RUNS##* } ms"
 }
 BASE_RUNS=; SNAP_RUNS=
-for r in $(seq 1 "${ROUNDS:-2}"); do
+for r in $(seq 1 "${ROUNDS:-3}"); do
   if [ $((r % 2)) = 1 ]; then baseline; snaprun; else snaprun; baseline; fi
 done
 SUM_SRC=$(sums ma)
@@ -170,6 +171,8 @@ def out(s=""):
 pitr = json.load(open(os.path.join(work, "pitr.json")))
 events = pitr["plan"]["events"]
 snap_ms = statistics.median(snap_runs)
+# the same median for both tools (with an even number of rounds, the mean of the middle two)
+base_ms = statistics.median(base_runs)
 arch = json.load(open(os.path.join(work, "archive.json")))
 held = added = 0
 durable = []
