@@ -561,6 +561,33 @@ impl Repository {
         }
     }
 
+    /// Whether blob reads go through read-ahead spans (a remote repository), so a reader that
+    /// knows its whole order of reads should announce it ([`Repository::plan_reads`]).
+    pub fn reads_ahead(&self) -> bool {
+        self.spans.is_some()
+    }
+
+    /// Announces a whole order of reads: `walk` calls its argument with each step (a restored
+    /// file, in order) and a blob it reads. A remote repository then keeps the packs that are read again
+    /// later and drops the ones read for the last time (see `spans`). Unknown blobs are skipped.
+    pub fn plan_reads(&self, walk: impl FnOnce(&mut dyn FnMut(u64, &Id))) {
+        let Some(spans) = &self.spans else { return };
+        let mut plan = spans::ReadPlan::default();
+        walk(&mut |step, id| {
+            if let Ok(Some(loc)) = self.index.get(id) {
+                plan.add(loc.pack, step);
+            }
+        });
+        spans.set_plan(plan);
+    }
+
+    /// The reader has reached step `step` of its plan ([`Repository::plan_reads`]).
+    pub fn read_position(&self, step: u64) {
+        if let Some(spans) = &self.spans {
+            spans.advance(step);
+        }
+    }
+
     /// Tells a remote repository that queued work will read these blobs (each once), so their
     /// packs are kept in preference to others once fetched (see `spans`).
     pub fn expect<'a>(&self, ids: impl IntoIterator<Item = &'a Id>) {

@@ -19,6 +19,14 @@
 //! them; with packs shared by the walkers the same budget dropped spans before their last use
 //! (942 GETs for 88 packs). A failed span fetch is forgotten and the blob read on its own, so the
 //! error reported is the backend's own for that blob.
+//!
+//! A reader that knows its whole order of reads (a restore: the files in walk order) announces it
+//! as a [`ReadPlan`]: for each pack, the runs of steps that read it. Several walkers backed the
+//! tree up, each filling its own packs, so a pack often ends one walker's subtree and begins the
+//! next subtree that walker took, which a restore may reach much later: the least recently used
+//! span is then exactly the one still needed (145 GETs for 88 packs on the 2 GiB corpus). With a
+//! plan, eviction is Belady's: spans never read again go first, and over the hard budget the span
+//! whose next read is furthest away. The plan costs a few words per run of steps per pack.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -78,12 +86,41 @@ impl Span {
     }
 }
 
+/// For each pack, the runs of steps (first, last) that read it, in order (see above).
+#[derive(Default)]
+pub(crate) struct ReadPlan {
+    runs: HashMap<Id, Vec<(u64, u64)>>,
+}
+
+impl ReadPlan {
+    /// Step `step` reads a blob of `pack`; steps come in non-decreasing order.
+    pub fn add(&mut self, pack: Id, step: u64) {
+        let runs = self.runs.entry(pack).or_default();
+        match runs.last_mut() {
+            // the next step, or one the run already has: the run goes on
+            Some((_, last)) if step <= last.saturating_add(1) => *last = (*last).max(step),
+            _ => runs.push((step, step)),
+        }
+    }
+
+    /// The first step at or after `now` that reads `pack`; `None` when none does.
+    fn next_read(&self, pack: &Id, now: u64) -> Option<u64> {
+        let runs = self.runs.get(pack)?;
+        // runs are sorted and disjoint: the first that has not ended
+        let i = runs.partition_point(|(_, last)| *last < now);
+        runs.get(i).map(|(first, _)| (*first).max(now))
+    }
+}
+
 #[derive(Default)]
 struct Kept {
     /// Least recently used first.
     spans: VecDeque<Arc<Span>>,
     /// Blobs per pack that queued work announced ([`Spans::expect`]) and has not read yet.
     demand: HashMap<Id, u64>,
+    /// The reader's whole order of reads, when it announced one, and where it is in it.
+    plan: Option<ReadPlan>,
+    step: u64,
 }
 
 pub(crate) struct Spans {
@@ -102,6 +139,19 @@ impl Spans {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_plan(&self, plan: ReadPlan) {
+        let mut kept = self.lock();
+        kept.plan = Some(plan);
+        kept.step = 0;
+    }
+
+    /// The reader is at step `step` of its plan (workers run a few steps apart: the furthest
+    /// counts, so a span a slower worker still reads is kept by its [`Arc`], not by the plan).
+    pub fn advance(&self, step: u64) {
+        let mut kept = self.lock();
+        kept.step = kept.step.max(step);
     }
 
     /// Queued work will read one blob of `pack`: its span is kept until then, in preference to
@@ -229,8 +279,12 @@ impl Spans {
 
 impl Kept {
     /// Over [`BUDGET`], drops the least recently used span no queued work needs; over
-    /// [`HARD_BUDGET`], the least recently used one whatever (never the newest).
+    /// [`HARD_BUDGET`], the least recently used one whatever (never the newest). With a plan:
+    /// Belady's order instead (see above).
     fn evict(&mut self) {
+        if self.plan.is_some() {
+            return self.evict_planned();
+        }
         let mut total: u64 = self.spans.iter().map(|s| s.len()).sum();
         while total > BUDGET && self.spans.len() > 1 {
             let last = self.spans.len() - 1;
@@ -248,5 +302,90 @@ impl Kept {
                 total -= old.len();
             }
         }
+    }
+
+    fn evict_planned(&mut self) {
+        let Some(plan) = &self.plan else { return };
+        let mut total: u64 = self.spans.iter().map(|s| s.len()).sum();
+        while total > BUDGET && self.spans.len() > 1 {
+            let last = self.spans.len() - 1;
+            let next: Vec<Option<u64>> = self
+                .spans
+                .iter()
+                .take(last)
+                .map(|s| plan.next_read(&s.pack, self.step))
+                .collect();
+            let victim = match next.iter().position(Option::is_none) {
+                Some(i) => i,
+                None if total > HARD_BUDGET => next
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, n)| **n)
+                    .map_or(0, |(i, _)| i),
+                None => break,
+            };
+            if let Some(old) = self.spans.remove(victim) {
+                total -= old.len();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_runs_and_next_reads() {
+        let (a, b) = (Id([1; 32]), Id([2; 32]));
+        let mut p = ReadPlan::default();
+        for (pack, step) in [(a, 0), (a, 0), (a, 1), (b, 2), (a, 9), (b, 10), (a, 10)] {
+            p.add(pack, step);
+        }
+        assert_eq!(p.runs[&a], vec![(0, 1), (9, 10)]);
+        assert_eq!(p.runs[&b], vec![(2, 2), (10, 10)]);
+        assert_eq!(p.next_read(&a, 0), Some(0));
+        assert_eq!(p.next_read(&a, 2), Some(9));
+        assert_eq!(p.next_read(&a, 10), Some(10));
+        assert_eq!(p.next_read(&a, 11), None);
+        assert_eq!(p.next_read(&Id([3; 32]), 0), None);
+    }
+
+    fn span(pack: Id) -> Arc<Span> {
+        Arc::new(Span {
+            pack,
+            start: 0,
+            end: crate::config::DEFAULT_REMOTE_PACK_SIZE as u64,
+            data: OnceLock::new(),
+            read: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+
+    #[test]
+    fn planned_eviction_keeps_packs_read_again_and_drops_finished_ones() {
+        let packs: Vec<Id> = (0..9u8).map(|i| Id([i; 32])).collect();
+        let mut p = ReadPlan::default();
+        // pack 0 is read at steps 0 and 100; packs 1..9 once each, at steps 1..9
+        p.add(packs[0], 0);
+        for (i, pack) in packs.iter().enumerate().skip(1) {
+            p.add(*pack, i as u64);
+        }
+        p.add(packs[0], 100);
+        let mut kept = Kept {
+            plan: Some(p),
+            ..Kept::default()
+        };
+        for (i, pack) in packs.iter().enumerate() {
+            kept.step = i as u64;
+            kept.spans.push_back(span(*pack));
+            kept.evict();
+        }
+        // the LRU would have dropped pack 0 long ago; the plan keeps it for step 100
+        assert!(kept.spans.iter().any(|s| s.pack == packs[0]));
+        let total: u64 = kept.spans.iter().map(|s| s.len()).sum();
+        assert!(
+            total <= BUDGET,
+            "finished packs are dropped down to the soft budget"
+        );
     }
 }

@@ -103,6 +103,8 @@ struct FileJob {
     node: Node,
     /// Segments not yet written; the worker that takes it to zero finishes the file.
     remaining: AtomicUsize,
+    /// Its place in the restore's order of reads (see [`Walk::plan`]).
+    step: u64,
     /// Set once a segment failed or was skipped: the file is removed (once).
     abandoned: AtomicBool,
 }
@@ -205,9 +207,64 @@ struct Walk<'a> {
     hardlinks: HashMap<(u64, u64), (PathBuf, OsString)>,
     summary: RestoreSummary,
     interrupt: &'a AtomicBool,
+    /// Files queued so far: the step of the next one in the order of reads.
+    steps: u64,
 }
 
 impl Walk<'_> {
+    /// The restore's order of reads, announced to a remote repository before anything is read
+    /// (see `repo::spans`): the same walk as [`Walk::tree`] (order, selection, hard links read
+    /// once), but only over trees, calling `read` with each file's step and blobs.
+    fn plan(
+        &self,
+        tree_id: &Id,
+        snap_dir: &str,
+        included: bool,
+        links: &mut std::collections::HashSet<(u64, u64)>,
+        step: &mut u64,
+        read: &mut dyn FnMut(u64, &Id),
+    ) -> Result<()> {
+        if self.interrupt.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let tree = self
+            .repo
+            .load_tree(tree_id)
+            .map_err(|e| e.context(format!("restoring {snap_dir}/")))?;
+        let (dirs, others): (Vec<Node>, Vec<Node>) = tree
+            .nodes
+            .into_iter()
+            .partition(|n| n.kind == NodeKind::Dir);
+        for node in others.into_iter().chain(dirs) {
+            // Entries the walk refuses are refused there, with the error.
+            if target::component(&node.name).is_none() {
+                continue;
+            }
+            let snap_path = format!("{snap_dir}/{}", node.name_lossy());
+            let (keep, inc) = self.selected(&snap_path, included);
+            if !keep {
+                continue;
+            }
+            if node.kind == NodeKind::Dir {
+                if let Some(sub) = node.subtree {
+                    self.plan(&sub, &snap_path, inc, links, step, read)?;
+                }
+                continue;
+            }
+            if !inc || node.kind != NodeKind::File {
+                continue;
+            }
+            if node.nlink > 1 && !links.insert((node.dev, node.inode)) {
+                continue;
+            }
+            for id in node.content.iter().filter_map(|e| e.0.as_ref()) {
+                read(*step, id);
+            }
+            *step += 1;
+        }
+        Ok(())
+    }
+
     fn selected(&self, snap_path: &str, ancestor_included: bool) -> (bool, bool) {
         let excluded = self.excludes.is_match(snap_path);
         let included =
@@ -311,8 +368,10 @@ impl Walk<'_> {
                         snap_path,
                         node,
                         remaining: AtomicUsize::new(0),
+                        step: self.steps,
                         abandoned: AtomicBool::new(false),
                     };
+                    self.steps += 1;
                     // The walk runs ahead of the workers by the queue: a remote repository
                     // starts fetching what they will read next.
                     if let Some(Extent(Some(id), _)) = node_first(&file.node) {
@@ -362,6 +421,7 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
     let path = &file.path;
     let ctx = |e: Error| e.context(format!("restoring {}", file.snap_path));
     let extents = &file.node.content[job.first..job.end];
+    repo.read_position(file.step);
     let buffered = file
         .file
         .try_clone()
@@ -503,7 +563,16 @@ pub fn restore(
         hardlinks: HashMap::new(),
         summary: RestoreSummary::default(),
         interrupt,
+        steps: 0,
     };
+    if repo.reads_ahead() {
+        let mut planned = Ok(());
+        repo.plan_reads(|read| {
+            let (mut links, mut step) = (std::collections::HashSet::new(), 0);
+            planned = walk.plan(&tree, "", true, &mut links, &mut step, read);
+        });
+        planned?;
+    }
     let warnings = Mutex::new(Vec::new());
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let verified = AtomicU64::new(0);
