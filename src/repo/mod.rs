@@ -72,6 +72,34 @@ pub struct Repository {
     rebuilt: Option<String>,
 }
 
+/// See [`Repository::reading`].
+pub struct ReadingStep<'r> {
+    repo: &'r Repository,
+    step: u64,
+}
+
+impl ReadingStep<'_> {
+    /// The worker has moved on to step `step`.
+    pub fn advance(&mut self, step: u64) {
+        if step != self.step
+            && let Some(spans) = &self.repo.spans
+        {
+            spans.begin(step);
+            spans.end(self.step);
+            self.step = step;
+            spans.fetch_ahead(&self.repo.backend, &self.repo.index);
+        }
+    }
+}
+
+impl Drop for ReadingStep<'_> {
+    fn drop(&mut self) {
+        if let Some(spans) = &self.repo.spans {
+            spans.end(self.step);
+        }
+    }
+}
+
 /// `$SNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/snap`, else `~/.cache/snap` with `~` from `HOME` or,
 /// when that is unset (cron, systemd units), the user's home in the password database. Never a
 /// shared directory such as `/tmp`: the cache names every backed-up path.
@@ -581,11 +609,14 @@ impl Repository {
         spans.set_plan(plan);
     }
 
-    /// The reader has reached step `step` of its plan ([`Repository::plan_reads`]).
-    pub fn read_position(&self, step: u64) {
+    /// A worker reads for step `step` of the plan ([`Repository::plan_reads`]) until the
+    /// returned guard is dropped: packs that step still reads are not taken for finished.
+    pub fn reading(&self, step: u64) -> ReadingStep<'_> {
         if let Some(spans) = &self.spans {
-            spans.advance(step);
+            spans.begin(step);
+            spans.fetch_ahead(&self.backend, &self.index);
         }
+        ReadingStep { repo: self, step }
     }
 
     /// Tells a remote repository that queued work will read these blobs (each once), so their

@@ -103,7 +103,7 @@ struct FileJob {
     node: Node,
     /// Segments not yet written; the worker that takes it to zero finishes the file.
     remaining: AtomicUsize,
-    /// Its place in the restore's order of reads (see [`Walk::plan`]).
+    /// The step of its first blob in the restore's order of reads (see [`Walk::plan`]).
     step: u64,
     /// Set once a segment failed or was skipped: the file is removed (once).
     abandoned: AtomicBool,
@@ -207,14 +207,16 @@ struct Walk<'a> {
     hardlinks: HashMap<(u64, u64), (PathBuf, OsString)>,
     summary: RestoreSummary,
     interrupt: &'a AtomicBool,
-    /// Files queued so far: the step of the next one in the order of reads.
+    /// Blobs of the files queued so far: the step of the next one in the order of reads.
     steps: u64,
 }
 
 impl Walk<'_> {
     /// The restore's order of reads, announced to a remote repository before anything is read
     /// (see `repo::spans`): the same walk as [`Walk::tree`] (order, selection, hard links read
-    /// once), but only over trees, calling `read` with each file's step and blobs.
+    /// once), but only over trees, calling `read` with each blob a file reads and its step (a
+    /// step per blob: a large file's segments read many packs, and a step per file could not
+    /// tell the ones it has finished from the ones it has not begun).
     fn plan(
         &self,
         tree_id: &Id,
@@ -259,8 +261,8 @@ impl Walk<'_> {
             }
             for id in node.content.iter().filter_map(|e| e.0.as_ref()) {
                 read(*step, id);
+                *step += 1;
             }
-            *step += 1;
         }
         Ok(())
     }
@@ -371,7 +373,8 @@ impl Walk<'_> {
                         step: self.steps,
                         abandoned: AtomicBool::new(false),
                     };
-                    self.steps += 1;
+                    let blobs = file.node.content.iter().filter(|e| e.0.is_some()).count();
+                    self.steps += blobs as u64;
                     // The walk runs ahead of the workers by the queue: a remote repository
                     // starts fetching what they will read next.
                     if let Some(Extent(Some(id), _)) = node_first(&file.node) {
@@ -421,7 +424,13 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
     let path = &file.path;
     let ctx = |e: Error| e.context(format!("restoring {}", file.snap_path));
     let extents = &file.node.content[job.first..job.end];
-    repo.read_position(file.step);
+    // This segment's place in the order of reads, kept up to date blob by blob.
+    let before = file.node.content[..job.first]
+        .iter()
+        .filter(|e| e.0.is_some())
+        .count();
+    let mut step = file.step + before as u64;
+    let mut reading = repo.reading(step);
     let buffered = file
         .file
         .try_clone()
@@ -447,6 +456,8 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
     let mut off = job.offset;
     for (ext, loc) in extents.iter().zip(&locs) {
         if let (Some(id), Some(loc)) = (ext.0, loc) {
+            reading.advance(step);
+            step += 1;
             let data = repo.load_blob_at(&id, loc).map_err(ctx)?;
             if data.len() as u64 != ext.1 {
                 return Err(ctx(Error::corrupt(
