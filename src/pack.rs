@@ -273,6 +273,13 @@ mod tests {
     use super::*;
     use crate::blob::seal_blob;
 
+    /// The plaintext of entry `e` of the pack `bytes`.
+    fn open_entry(k: &MasterKey, e: &PackEntry, bytes: &[u8]) -> Vec<u8> {
+        let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+        crate::blob::open_blob(k, e.btype, &e.id, e.compression, e.raw_len as usize, sealed)
+            .unwrap()
+    }
+
     #[test]
     fn pack_round_trip() {
         let k = MasterKey::generate().unwrap();
@@ -291,16 +298,7 @@ mod tests {
         assert_eq!(back, entries);
         for (e, id) in back.iter().zip(&ids) {
             assert_eq!(e.id, *id);
-            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-            let plain = crate::blob::open_blob(
-                &k,
-                e.btype,
-                &e.id,
-                e.compression,
-                e.raw_len as usize,
-                sealed,
-            )
-            .unwrap();
+            let plain = open_entry(&k, e, &bytes);
             assert_eq!(k.blob_id(&plain), *id);
         }
         let mut bad = bytes.to_vec();
@@ -335,16 +333,7 @@ mod tests {
         assert_eq!(back.len(), all.len());
         for (e, (id, data)) in back.iter().zip(&all) {
             assert_eq!(e.id, *id);
-            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-            let plain = crate::blob::open_blob(
-                &k,
-                e.btype,
-                &e.id,
-                e.compression,
-                e.raw_len as usize,
-                sealed,
-            )
-            .unwrap();
+            let plain = open_entry(&k, e, &bytes);
             assert_eq!(&plain, data);
         }
     }

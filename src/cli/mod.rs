@@ -185,7 +185,18 @@ impl Ctx {
     }
 
     pub fn open(&self) -> Result<Repository> {
-        let repo = Repository::open(
+        self.open_with(Repository::open)
+    }
+
+    fn open_with(
+        &self,
+        open: fn(
+            &snap::backend::Location,
+            &[u8],
+            &std::path::Path,
+        ) -> snap::error::Result<Repository>,
+    ) -> Result<Repository> {
+        let repo = open(
             &self.location()?,
             self.password()?.as_bytes(),
             &self.cache_dir,
@@ -228,13 +239,7 @@ impl Ctx {
     /// listings fewer on every backup.
     pub fn open_locked(&self, op: lock::Operation) -> Result<(Repository, lock::LockGuard)> {
         let mut repo = if syncs_after_lock(op) {
-            let repo = Repository::open_unsynced(
-                &self.location()?,
-                self.password()?.as_bytes(),
-                &self.cache_dir,
-            )?;
-            self.notes(&repo.notes);
-            repo
+            self.open_with(Repository::open_unsynced)?
         } else {
             self.open()?
         };

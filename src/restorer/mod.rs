@@ -212,6 +212,25 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// A tree's entries in the order the restore takes them: other than directories first,
+    /// then directories, the order the backup walked them (`archiver::walker`), so content is
+    /// read in the order it lies in the packs.
+    fn entries(&self, tree_id: &Id, snap_dir: &str) -> Result<Vec<Node>> {
+        if self.interrupt.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let tree = self
+            .repo
+            .load_tree(tree_id)
+            .map_err(|e| e.context(format!("restoring {snap_dir}/")))?;
+        let (dirs, mut others): (Vec<Node>, Vec<Node>) = tree
+            .nodes
+            .into_iter()
+            .partition(|n| n.kind == NodeKind::Dir);
+        others.extend(dirs);
+        Ok(others)
+    }
+
     /// The restore's order of reads, announced to a remote repository before anything is read
     /// (see `repo::spans`): the same walk as [`Walk::tree`] (order, selection, hard links read
     /// once), but only over trees, calling `read` with each blob a file reads and its step (a
@@ -226,18 +245,7 @@ impl Walk<'_> {
         step: &mut u64,
         read: &mut dyn FnMut(u64, &Id),
     ) -> Result<()> {
-        if self.interrupt.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
-        let tree = self
-            .repo
-            .load_tree(tree_id)
-            .map_err(|e| e.context(format!("restoring {snap_dir}/")))?;
-        let (dirs, others): (Vec<Node>, Vec<Node>) = tree
-            .nodes
-            .into_iter()
-            .partition(|n| n.kind == NodeKind::Dir);
-        for node in others.into_iter().chain(dirs) {
+        for node in self.entries(tree_id, snap_dir)? {
             // Entries the walk refuses are refused there, with the error.
             if target::component(&node.name).is_none() {
                 continue;
@@ -289,21 +297,7 @@ impl Walk<'_> {
         included: bool,
         tx: &crossbeam_channel::Sender<Job>,
     ) -> Result<()> {
-        if self.interrupt.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
-        let tree = self
-            .repo
-            .load_tree(tree_id)
-            .map_err(|e| e.context(format!("restoring {snap_dir}/")))?;
-        // Entries other than directories first, then directories: the order the backup walked
-        // them (`archiver::walker`), so content is read in the order it lies in the packs and a
-        // remote repository's packs are fetched once each (see `repo::spans`).
-        let (dirs, others): (Vec<Node>, Vec<Node>) = tree
-            .nodes
-            .into_iter()
-            .partition(|n| n.kind == NodeKind::Dir);
-        for node in others.into_iter().chain(dirs) {
+        for node in self.entries(tree_id, snap_dir)? {
             let Some(name) = target::component(&node.name) else {
                 return Err(Error::corrupt(
                     format!("tree {tree_id}"),
