@@ -147,6 +147,20 @@ pub struct BinlogGap {
     pub detected: String,
 }
 
+/// `(kind) after -> before: detail`, as every warning about a gap says it.
+impl std::fmt::Display for BinlogGap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "({}) {} -> {}: {}",
+            self.kind,
+            self.after.as_deref().unwrap_or("start"),
+            self.before,
+            self.detail
+        )
+    }
+}
+
 /// What a snapshot records about its database dump; the full manifest (per-table row counts,
 /// checksums, samples) is the `mysql/manifest.json` stream in the tree.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

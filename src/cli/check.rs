@@ -71,12 +71,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<u8> {
     for a in &r.binlog {
         for g in &a.gaps {
             eprintln!(
-                "snap: WARNING: binary-log archive {} has a gap ({}) {} -> {}: {}",
-                a.source,
-                g.kind,
-                g.after.as_deref().unwrap_or("start"),
-                g.before,
-                g.detail
+                "snap: WARNING: binary-log archive {} has a gap {g}",
+                a.source
             );
         }
         for h in &a.holes {

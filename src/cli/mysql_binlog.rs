@@ -162,13 +162,7 @@ fn pick_source(repo: &mut Repository, named: Option<&str>, conn: &Conn) -> Resul
 
 fn warn_gaps(ctx: &Ctx, gaps: &[BinlogGap]) -> Result<()> {
     for g in gaps {
-        eprintln!(
-            "snap: WARNING: binary-log archive gap ({}) {} -> {}: {}",
-            g.kind,
-            g.after.as_deref().unwrap_or("start"),
-            g.before,
-            g.detail
-        );
+        eprintln!("snap: WARNING: binary-log archive gap {g}");
     }
     let _ = ctx;
     match gaps.first() {

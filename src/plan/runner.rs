@@ -75,6 +75,17 @@ struct Step {
     what: String,
 }
 
+impl Step {
+    /// The job's database password, if it has one, as `--mysql-password-file`.
+    fn mysql_password(&mut self, password: Option<&Secret>, job: &Job) -> Result<()> {
+        if let Some(p) = password {
+            let a = secret_arg(p, &mut self.secrets, &format!("job {} mysql", job.name))?;
+            self.cmd.arg("--mysql-password-file").arg(a);
+        }
+        Ok(())
+    }
+}
+
 /// What a finished step said.
 struct Output {
     code: i32,
@@ -150,15 +161,10 @@ impl Runner {
         let mut cmd = Command::new(&self.exe);
         // Our own steps need the ordinary environment (S3 credentials included); the passwords
         // go by argument, so their variables are removed.
-        for v in [
-            "SNAP_PASSWORD",
-            "SNAP_PASSWORD_FILE",
-            "SNAP_NEW_PASSWORD",
-            "SNAP_MYSQL_PASSWORD",
-            "SNAP_MYSQL_URL",
-            "MYSQL_PWD",
-            "SNAP_REPOSITORY",
-        ] {
+        let named = crate::secrets::SECRET_VARS
+            .iter()
+            .filter(|v| !v.starts_with("AWS_"));
+        for v in named.chain(&["SNAP_REPOSITORY"]) {
             cmd.env_remove(v);
         }
         for v in self.secret_vars() {
@@ -445,10 +451,7 @@ impl Runner {
             }
             if let Some(m) = &job.mysql {
                 s.cmd.arg(format!("--mysql={}", m.url));
-                if let Some(p) = &m.password {
-                    let a = secret_arg(p, &mut s.secrets, &format!("job {} mysql", job.name))?;
-                    s.cmd.arg("--mysql-password-file").arg(a);
-                }
+                s.mysql_password(m.password.as_ref(), job)?;
                 for (flag, list) in [
                     ("--mysql-database", &m.databases),
                     ("--mysql-exclude-database", &m.exclude_databases),
@@ -609,10 +612,7 @@ impl Runner {
         let make = || -> Result<Step> {
             let mut s = self.snap(&job.repository, "mysql archive")?;
             s.cmd.args(["mysql", "archive", &m.url]);
-            if let Some(p) = &m.password {
-                let a = secret_arg(p, &mut s.secrets, &format!("job {} mysql", job.name))?;
-                s.cmd.arg("--mysql-password-file").arg(a);
-            }
+            s.mysql_password(m.password.as_ref(), job)?;
             Ok(s)
         };
         let (out, what) = self.retrying(job, &mut rec.retries, &make)?;
@@ -656,10 +656,7 @@ impl Runner {
             if let Some(url) = scratch {
                 s.cmd.arg("--scratch").arg(url);
             }
-            if let Some(p) = job.mysql.as_ref().and_then(|m| m.password.as_ref()) {
-                let a = secret_arg(p, &mut s.secrets, &format!("job {} mysql", job.name))?;
-                s.cmd.arg("--mysql-password-file").arg(a);
-            }
+            s.mysql_password(job.mysql.as_ref().and_then(|m| m.password.as_ref()), job)?;
             Ok(s)
         };
         let (out, what) = self.retrying(job, &mut rec.retries, &make)?;

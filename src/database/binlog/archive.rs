@@ -453,13 +453,7 @@ pub fn archive(
                         let now_chain = Chain::from_snapshots(&all, &run.source);
                         let (f, p, st, gaps) = resume_point(&now_chain, &run.server, &now())?;
                         for g in &gaps {
-                            eprintln!(
-                                "snap: WARNING: binary-log archive gap ({}) {} -> {}: {}",
-                                g.kind,
-                                g.after.as_deref().unwrap_or("start"),
-                                g.before,
-                                g.detail
-                            );
+                            eprintln!("snap: WARNING: binary-log archive gap {g}");
                         }
                         run.gaps.extend(gaps);
                         durable_at = (f, p);
