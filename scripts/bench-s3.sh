@@ -38,7 +38,8 @@ for b in ("bench-snap", "bench-restic"):
 PY
     export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
     SB_BUCKET=bench-snap SB_PREFIX=repo RB_BUCKET=bench-restic RB_PREFIX=repo
-    requests() { grep -c '" [0-9][0-9][0-9] ' "$LOG" || true; } ;;
+    requests() { grep -c '" [0-9][0-9][0-9] ' "$LOG" || true; }
+    SERVER_PID=$MOTO ;;
   garage)
     G=$W/garage
     rm -rf "$G"
@@ -49,7 +50,8 @@ PY
     requests() {
       curl -s http://127.0.0.1:39413/metrics |
         awk '/^api_s3_request_counter/ { s += $NF } END { printf "%d", s }'
-    } ;;
+    }
+    SERVER_PID=$(cat "$G/n1/pid") ;;
   *) echo "BENCH_S3_SERVER is moto or garage" >&2; exit 2 ;;
 esac
 export SNAP_PASSWORD=bench RESTIC_PASSWORD=bench SNAP_CACHE_DIR=$W/snap-cache RESTIC_CACHE_DIR=$W/restic-cache
@@ -57,16 +59,24 @@ SNAP_R=s3://$SB_BUCKET/$SB_PREFIX
 RESTIC_R=s3:$EP/$RB_BUCKET/$RB_PREFIX
 SNAP=("$SNAP_BIN" -r "$SNAP_R" --s3-endpoint "$EP")
 
-# run NAME CMD...: wall time, peak RSS (KiB) and requests of one command, appended to $W/runs
+# The server's CPU time so far, in clock ticks: on one machine the client and the server share
+# the cores, so a phase that is CPU-bound is bound by both together.
+server_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
+TICK=$(getconf CLK_TCK)
+# run NAME CMD...: wall time, peak RSS (KiB), requests, the command's CPU seconds (user+system)
+# and the server's CPU seconds during it, appended to $W/runs
 : > "$W/runs"
 run() {
   local name=$1; shift
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   local before; before=$(requests)
-  /usr/bin/time -f "%e %M" -o "$W/time" "$@" >/dev/null
+  local s0; s0=$(server_ticks)
+  /usr/bin/time -f "%e %M %U %S" -o "$W/time" "$@" >/dev/null
+  local s1; s1=$(server_ticks)
   local after; after=$(requests)
-  read -r t m < "$W/time"
-  echo "$name $t $m $((after - before))" >> "$W/runs"
+  read -r t m u sy < "$W/time"
+  echo "$name $t $m $((after - before)) $(awk -v u="$u" -v s="$sy" 'BEGIN { print u + s }') \
+    $(awk -v a="$s0" -v b="$s1" -v t="$TICK" 'BEGIN { printf "%.2f", (b - a) / t }')" >> "$W/runs"
 }
 "${SNAP[@]}" init --kdf-memory-kib 65536 >/dev/null
 restic init -q -r "$RESTIC_R" >/dev/null
@@ -115,18 +125,23 @@ python3 - "$W/runs" "$SB" "$RB" "$SIZE" "$cpu" "$SERVER" "$FLOOR" <<'PY' | tee "
 import sys
 runs = {}
 for l in open(sys.argv[1]):
-    n, t, m, r = l.split()
-    runs[n] = (float(t), int(m) // 1024, int(r))
+    n, t, m, r, cpu, server = l.split()
+    runs[n] = (float(t), int(m) // 1024, int(r), float(cpu), float(server))
 sb, rb = int(sys.argv[2]), int(sys.argv[3])
 print(f"corpus {sys.argv[4]}, {sys.argv[6]} on 127.0.0.1, CPU: {sys.argv[5]}, {__import__('os').cpu_count()} cores\n")
-print("| phase | snap s | restic s | restic/snap | snap RSS MiB | restic RSS MiB | snap requests | restic requests |")
-print("|---|---|---|---|---|---|---|---|")
+print("| phase | snap s | restic s | restic/snap | snap RSS MiB | restic RSS MiB | snap requests | restic requests | CPU s snap + server | CPU s restic + server |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for p in ("backup1", "nochange", "restore"):
     s, r = runs[f"snap-{p}"], runs[f"restic-{p}"]
-    print(f"| {p} | {s[0]:.2f} | {r[0]:.2f} | {r[0]/s[0]:.2f}x | {s[1]} | {r[1]} | {s[2]} | {r[2]} |")
+    print(f"| {p} | {s[0]:.2f} | {r[0]:.2f} | {r[0]/s[0]:.2f}x | {s[1]} | {r[1]} | {s[2]} | {r[2]} "
+          f"| {s[3]:.2f} + {s[4]:.2f} | {r[3]:.2f} + {r[4]:.2f} |")
 floor = float(sys.argv[7])
 print(f"| restore floor (GET all snap objects, 4 at a time, to /dev/null) | {floor:.2f} | | "
-      f"restic/floor {runs['restic-restore'][0]/floor:.2f}x | | | | |")
+      f"restic/floor {runs['restic-restore'][0]/floor:.2f}x | | | | | | |")
+cores = __import__('os').cpu_count()
+s = runs["snap-restore"]
+print(f"\nsnap restore's CPU bound on {cores} cores shared with the server: "
+      f"({s[3]:.2f} + {s[4]:.2f}) / {cores} = {(s[3] + s[4]) / cores:.2f} s")
 gs, gr = sb / 2**30, rb / 2**30
 print(f"\nstored: snap {sb/2**20:.0f} MiB, restic {rb/2**20:.0f} MiB; backup1 requests per GiB stored: "
       f"snap {runs['snap-backup1'][2]/gs:.0f}, restic {runs['restic-backup1'][2]/gr:.0f}")

@@ -243,19 +243,30 @@ pub fn verify_blob_in_place(
     raw_len: usize,
     sealed: &mut [u8],
 ) -> Result<(), String> {
+    open_blob_in_place(key, btype, id, compression, raw_len, sealed).map(|_| ())
+}
+
+/// Opens a sealed blob where it lies (in a range of a pack the caller read): its plaintext,
+/// borrowed from `sealed` when it was stored uncompressed, and hashed against `id`.
+pub fn open_blob_in_place<'a>(
+    key: &MasterKey,
+    btype: BlobType,
+    id: &Id,
+    compression: Compression,
+    raw_len: usize,
+    sealed: &'a mut [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, String> {
     use crate::stages::{Stage, time};
     let len = sealed.len() as u64;
     let r = time(Stage::Seal, len, || {
         envelope::open_bound_in_place(key, btype.kind(), Some(id), sealed)
     })
     .map_err(|e| e.to_string())?;
-    let got = match compression {
-        Compression::Zstd => {
-            let plain = time(Stage::Compress, raw_len as u64, || {
-                zstd_decompress(&sealed[r], raw_len)
-            })?;
-            time(Stage::Hash, plain.len() as u64, || key.blob_id(&plain))
-        }
+    let plain: std::borrow::Cow<'a, [u8]> = match compression {
+        Compression::Zstd => time(Stage::Compress, raw_len as u64, || {
+            zstd_decompress(&sealed[r], raw_len)
+        })?
+        .into(),
         Compression::None => {
             let plain = &sealed[r];
             if plain.len() != raw_len {
@@ -264,13 +275,13 @@ pub fn verify_blob_in_place(
                     plain.len()
                 ));
             }
-            time(Stage::Hash, plain.len() as u64, || key.blob_id(plain))
+            plain.into()
         }
     };
-    if got != *id {
+    if time(Stage::Hash, plain.len() as u64, || key.blob_id(&plain)) != *id {
         return Err("content does not hash to the blob id".into());
     }
-    Ok(())
+    Ok(plain)
 }
 
 /// Opens a sealed blob and checks that its plaintext hashes to `id`.

@@ -67,7 +67,10 @@ fn main() -> ExitCode {
         // ...and freed heap memory is kept for reuse instead of being trimmed and faulted in again.
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 * 1024 * 1024);
     }
-    match cli::run() {
+    let r = cli::run();
+    // Every repository is closed by now: end the I/O runtime, closing remote connections.
+    snap::backend::remote::shutdown(std::time::Duration::from_secs(5));
+    match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // The library's errors already carry their causes in their message; anything else

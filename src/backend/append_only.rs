@@ -67,6 +67,16 @@ impl Backend for AppendOnlyBackend {
         self.inner.read_range(path, offset, len)
     }
 
+    fn read_range_with(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.inner.read_range_with(path, offset, len, sink)
+    }
+
     fn size(&self, path: &str) -> Result<u64> {
         self.inner.size(path)
     }

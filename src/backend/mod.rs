@@ -21,6 +21,18 @@ pub trait Backend: Send + Sync {
     fn exists(&self, path: &str) -> Result<bool>;
     fn read(&self, path: &str) -> Result<Vec<u8>>;
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// [`Backend::read_range`], handing the bytes to `sink` in order, in pieces as they arrive:
+    /// a reader of many large ranges at once holds a few pieces each, not whole ranges. An error
+    /// from `sink` ends the read and is returned.
+    fn read_range_with(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        sink(&self.read_range(path, offset, len)?)
+    }
     fn size(&self, path: &str) -> Result<u64>;
     /// Hints that `len` bytes at `offset` will be read soon; a backend without such a notion
     /// ignores it.
@@ -50,6 +62,12 @@ pub trait Backend: Send + Sync {
     /// durable write, so more in flight keep the link busy.
     fn pack_writers(&self) -> usize {
         2
+    }
+
+    /// How many pack reads a restore keeps in flight: as many as a backup's writes, for the same
+    /// reason (a disk is read ahead by the kernel; a network store answers after a round trip).
+    fn parallel_reads(&self) -> usize {
+        self.pack_writers()
     }
 }
 

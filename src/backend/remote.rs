@@ -20,7 +20,6 @@
 //!   object it has listed.
 
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -89,18 +88,41 @@ fn env_number(name: &str) -> Result<Option<u64>> {
     }
 }
 
-fn runtime() -> Result<&'static tokio::runtime::Runtime> {
-    static RT: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
+/// A range read is handed to its reader in pieces of about this size (see
+/// `RemoteBackend::read_range_with`): large enough that a wake-up per piece costs nothing, small
+/// enough that the pieces in flight for many readers stay a few MiB.
+const PIECE: usize = 256 * 1024;
+
+/// The I/O runtime every remote backend runs on, made at first use and ended by [`shutdown`].
+static RT: std::sync::Mutex<Option<tokio::runtime::Runtime>> = std::sync::Mutex::new(None);
+
+fn runtime() -> Result<tokio::runtime::Handle> {
+    let mut rt = RT.lock().unwrap_or_else(|p| p.into_inner());
+    if rt.is_none() {
+        let made = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("snap-io")
             .enable_all()
             .build()
-            .map_err(|e| e.to_string())
-    })
-    .as_ref()
-    .map_err(|e| Error::Usage(format!("cannot start the I/O runtime: {e}")))
+            .map_err(|e| Error::Usage(format!("cannot start the I/O runtime: {e}")))?;
+        *rt = Some(made);
+    }
+    rt.as_ref()
+        .map(|r| r.handle().clone())
+        .ok_or_else(|| Error::Usage("the I/O runtime is shut down".into()))
+}
+
+/// Ends the I/O runtime, waiting up to `wait` for its tasks: called once a process is done with
+/// remote repositories. An SFTP connection is closed by a task of the runtime after the last
+/// use (openssh-sftp-client shuts the channel down gracefully, then drops the session, which
+/// tells its `ssh` control master to exit); a process that exits before that task ran leaves
+/// the master, and its session on the server, running for good (one per `snap backup` over
+/// SFTP, seen on this machine). Dropping the tasks here drops the sessions.
+pub fn shutdown(wait: std::time::Duration) {
+    let rt = RT.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(rt) = rt {
+        rt.shutdown_timeout(wait);
+    }
 }
 
 pub struct RemoteBackend {
@@ -307,6 +329,18 @@ impl Backend for RemoteBackend {
         4
     }
 
+    /// A reader of a restore waits on its stream, then opens and writes what came, so with more
+    /// readers than cores some are always waiting on the network: twice the cores, at least
+    /// eight (an object store serves one connection at a fraction of its aggregate rate, which
+    /// is why restic keeps five connections and rclone four to sixteen transfers). Streamed,
+    /// a reader holds a few pieces of [`PIECE`] bytes, not a pack. Measured on two cores
+    /// against a local Garage, the 2 GiB corpus restored in 6.1–7.0 s with 4 readers, 5.6 s
+    /// with 8 and 4.9–5.4 s with 12 or 16, the cores then saturated by snap and the server.
+    fn parallel_reads(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        cores.saturating_mul(2).clamp(8, 32)
+    }
+
     fn request_count(&self) -> Option<(u64, u64)> {
         Some((self.requests.load(Ordering::Relaxed), self.retries()))
     }
@@ -332,32 +366,82 @@ impl Backend for RemoteBackend {
     }
 
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        self.read_range_with(path, offset, len, &mut |piece| {
+            buf.extend_from_slice(piece);
+            Ok(())
+        })?;
+        Ok(buf)
+    }
+
+    fn read_range_with(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        use futures_util::StreamExt;
         let end = offset
             .checked_add(len)
             .ok_or_else(|| Error::corrupt(path, format!("range {offset}+{len} overflows")))?;
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        // Streamed into one buffer of the right size: a whole pack is never held twice (the
-        // response's pieces and their copy).
-        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        self.block("read", path, async {
-            self.op
-                .reader_with(path)
-                .await?
-                .read_into(&mut buf, offset..end)
-                .await
-        })?;
-        if buf.len() as u64 != len {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        // Read by a task of the runtime, on the threads where the connection's I/O events
+        // arrive, and handed over in batches of [`PIECE`]: polled from this thread instead,
+        // every piece of the body woke it (a context switch each, the largest cost of a remote
+        // restore after decompression).
+        let (op, owned) = (self.op.clone(), path.to_string());
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<opendal::Result<Vec<u8>>>(2);
+        let rt = runtime()?;
+        rt.spawn(async move {
+            let mut stream = match op.reader_with(&owned).await {
+                Ok(r) => match r.into_stream(offset..end).await {
+                    Ok(s) => s,
+                    Err(e) => return drop(tx.send(Err(e)).await),
+                },
+                Err(e) => return drop(tx.send(Err(e)).await),
+            };
+            let mut batch = Vec::with_capacity(PIECE);
+            while let Some(next) = stream.next().await {
+                match next {
+                    Ok(buffer) => {
+                        for bytes in buffer {
+                            batch.extend_from_slice(&bytes);
+                        }
+                        if batch.len() >= PIECE {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(PIECE));
+                            if tx.send(Ok(full)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => return drop(tx.send(Err(e)).await),
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(Ok(batch)).await;
+            }
+        });
+        let mut got = 0u64;
+        while let Some(piece) = rx.blocking_recv() {
+            let piece = piece.map_err(|e| storage_error(&self.name, "read", path, &e))?;
+            got = got.saturating_add(piece.len() as u64);
+            if got > len {
+                break;
+            }
+            // Dropping the receiver on an error ends the task at its next piece.
+            sink(&piece)?;
+        }
+        if got != len {
             return Err(Error::corrupt(
                 path,
-                format!(
-                    "{len} bytes at offset {offset} lie beyond its end (got {})",
-                    buf.len()
-                ),
+                format!("{len} bytes at offset {offset} lie beyond its end (got {got})"),
             ));
         }
-        Ok(buf)
+        Ok(())
     }
 
     fn size(&self, path: &str) -> Result<u64> {

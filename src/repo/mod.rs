@@ -72,34 +72,6 @@ pub struct Repository {
     rebuilt: Option<String>,
 }
 
-/// See [`Repository::reading`].
-pub struct ReadingStep<'r> {
-    repo: &'r Repository,
-    step: u64,
-}
-
-impl ReadingStep<'_> {
-    /// The worker has moved on to step `step`.
-    pub fn advance(&mut self, step: u64) {
-        if step != self.step
-            && let Some(spans) = &self.repo.spans
-        {
-            spans.begin(step);
-            spans.end(self.step);
-            self.step = step;
-            spans.fetch_ahead(&self.repo.backend, &self.repo.index);
-        }
-    }
-}
-
-impl Drop for ReadingStep<'_> {
-    fn drop(&mut self) {
-        if let Some(spans) = &self.repo.spans {
-            spans.end(self.step);
-        }
-    }
-}
-
 /// `$SNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/snap`, else `~/.cache/snap` with `~` from `HOME` or,
 /// when that is unset (cron, systemd units), the user's home in the password database. Never a
 /// shared directory such as `/tmp`: the cache names every backed-up path.
@@ -579,56 +551,10 @@ impl Repository {
         }
     }
 
-    /// Tells a remote repository that the blob at `loc` will be read soon, so its pack can be
-    /// fetched ahead (see `spans`); nothing for a local one, whose reads the kernel reads ahead.
-    pub fn hint(&self, id: &Id) {
-        if let Some(spans) = &self.spans
-            && let Ok(Some(loc)) = self.index.get(id)
-        {
-            spans.hint(&self.backend, &self.index, &loc.pack, loc.offset as u64);
-        }
-    }
-
-    /// Whether blob reads go through read-ahead spans (a remote repository), so a reader that
-    /// knows its whole order of reads should announce it ([`Repository::plan_reads`]).
+    /// Whether blob reads cross a network (through read-ahead spans): a reader that knows which
+    /// blobs it needs should read them pack by pack ([`Repository::read_pack_range`]).
     pub fn reads_ahead(&self) -> bool {
         self.spans.is_some()
-    }
-
-    /// Announces a whole order of reads: `walk` calls its argument with each step (a restored
-    /// file, in order) and a blob it reads. A remote repository then keeps the packs that are read again
-    /// later and drops the ones read for the last time (see `spans`). Unknown blobs are skipped.
-    pub fn plan_reads(&self, walk: impl FnOnce(&mut dyn FnMut(u64, &Id))) {
-        let Some(spans) = &self.spans else { return };
-        let mut plan = spans::ReadPlan::default();
-        walk(&mut |step, id| {
-            if let Ok(Some(loc)) = self.index.get(id) {
-                plan.add(loc.pack, step);
-            }
-        });
-        spans.set_plan(plan);
-    }
-
-    /// A worker reads for step `step` of the plan ([`Repository::plan_reads`]) until the
-    /// returned guard is dropped: packs that step still reads are not taken for finished.
-    pub fn reading(&self, step: u64) -> ReadingStep<'_> {
-        if let Some(spans) = &self.spans {
-            spans.begin(step);
-            spans.fetch_ahead(&self.backend, &self.index);
-        }
-        ReadingStep { repo: self, step }
-    }
-
-    /// Tells a remote repository that queued work will read these blobs (each once), so their
-    /// packs are kept in preference to others once fetched (see `spans`).
-    pub fn expect<'a>(&self, ids: impl IntoIterator<Item = &'a Id>) {
-        if let Some(spans) = &self.spans {
-            for id in ids {
-                if let Ok(Some(loc)) = self.index.get(id) {
-                    spans.expect(&loc.pack);
-                }
-            }
-        }
     }
 
     /// Loads, opens, decompresses and id-checks one blob.
@@ -670,6 +596,10 @@ impl Repository {
         if tree {
             self.files.put(filecache::Kind::Tree, id, &sealed);
         }
+        self.open_sealed(id, loc, sealed)
+    }
+
+    fn open_sealed(&self, id: &Id, loc: &BlobLocation, sealed: Vec<u8>) -> Result<Vec<u8>> {
         blob::open_blob_owned(
             &self.key,
             loc.btype,
@@ -678,7 +608,56 @@ impl Repository {
             loc.raw_len as usize,
             sealed,
         )
-        .map_err(|e| Error::corrupt(&path, format!("blob {id} at offset {}: {e}", loc.offset)))
+        .map_err(|e| blob_error(id, loc, e))
+    }
+
+    /// Opens, decompresses and id-checks blob `id` where its sealed bytes (at `loc`) lie in a
+    /// buffer of the caller's ([`Repository::read_pack_range`]).
+    pub fn open_in_place<'a>(
+        &self,
+        id: &Id,
+        loc: &BlobLocation,
+        sealed: &'a mut [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>> {
+        blob::open_blob_in_place(
+            &self.key,
+            loc.btype,
+            id,
+            loc.compression,
+            loc.raw_len as usize,
+            sealed,
+        )
+        .map_err(|e| blob_error(id, loc, e))
+    }
+
+    /// Bytes `offset..offset+len` of pack `pack`, in one request around the read-ahead spans,
+    /// handed to `sink` in pieces as they arrive: for a reader that plans its own pack reads
+    /// (the pack-ordered restore). The time counted as fetching is the time not spent in `sink`.
+    pub fn read_pack_with(
+        &self,
+        pack: &Id,
+        offset: u64,
+        len: u64,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        use crate::stages::{Stage, add_nanos};
+        let started = std::time::Instant::now();
+        let mut inside = std::time::Duration::ZERO;
+        let r = self
+            .backend
+            .read_range_with(&pack_path(pack), offset, len, &mut |piece| {
+                let t = std::time::Instant::now();
+                let r = sink(piece);
+                inside += t.elapsed();
+                r
+            });
+        let waited = started.elapsed().saturating_sub(inside);
+        add_nanos(
+            Stage::Fetch,
+            u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX),
+            len,
+        );
+        r
     }
 
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
@@ -872,6 +851,13 @@ impl Repository {
 }
 
 /// The master key, the path of the key file that opened it, and whether that key is append-only.
+fn blob_error(id: &Id, loc: &BlobLocation, e: String) -> Error {
+    Error::corrupt(
+        pack_path(&loc.pack),
+        format!("blob {id} at offset {}: {e}", loc.offset),
+    )
+}
+
 fn open_key(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String, bool)> {
     let keys = backend.list("keys")?;
     let mut damaged = Vec::new();

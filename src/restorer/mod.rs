@@ -13,6 +13,7 @@
 //! A file's length is set only once all its content is written, and a file whose content could
 //! not be written is removed: a failed restore leaves no file that claims a size it has not got.
 
+mod packwise;
 mod target;
 
 use std::cell::OnceCell;
@@ -101,10 +102,9 @@ struct FileJob {
     path: PathBuf,
     snap_path: String,
     node: Node,
-    /// Segments not yet written; the worker that takes it to zero finishes the file.
+    /// Segments not yet written (blobs, in a pack-ordered restore); the worker that takes it to
+    /// zero finishes the file.
     remaining: AtomicUsize,
-    /// The step of its first blob in the restore's order of reads (see [`Walk::plan`]).
-    step: u64,
     /// Set once a segment failed or was skipped: the file is removed (once).
     abandoned: AtomicBool,
 }
@@ -125,14 +125,14 @@ struct Job {
     offset: u64,
 }
 
-/// Cuts a file's extent list into segment jobs of about [`SEGMENT`] bytes each. The extents must
-/// add up to the file's size (the archiver records it so), without overflow.
-fn segments(file: FileJob) -> Result<Vec<Job>> {
+/// Cuts a file's extent list into segment jobs of about `cut` bytes each. The extents must add up
+/// to the file's size (the archiver records it so), without overflow.
+fn segments(file: FileJob, cut: u64) -> Result<Vec<Job>> {
     let mut cuts = vec![(0usize, 0u64)];
     let (mut acc, mut off) = (0u64, 0u64);
     let bad = |what: String| Error::corrupt(format!("tree entry {}", file.snap_path), what);
     for (i, ext) in file.node.content.iter().enumerate() {
-        if acc >= SEGMENT {
+        if acc >= cut {
             cuts.push((i, off));
             acc = 0;
         }
@@ -207,8 +207,9 @@ struct Walk<'a> {
     hardlinks: HashMap<(u64, u64), (PathBuf, OsString)>,
     summary: RestoreSummary,
     interrupt: &'a AtomicBool,
-    /// Blobs of the files queued so far: the step of the next one in the order of reads.
-    steps: u64,
+    /// Files are queued whole, counting blobs to write (the pack-ordered restore, [`packwise`]),
+    /// not in segments.
+    whole_files: bool,
 }
 
 impl Walk<'_> {
@@ -229,50 +230,6 @@ impl Walk<'_> {
             .partition(|n| n.kind == NodeKind::Dir);
         others.extend(dirs);
         Ok(others)
-    }
-
-    /// The restore's order of reads, announced to a remote repository before anything is read
-    /// (see `repo::spans`): the same walk as [`Walk::tree`] (order, selection, hard links read
-    /// once), but only over trees, calling `read` with each blob a file reads and its step (a
-    /// step per blob: a large file's segments read many packs, and a step per file could not
-    /// tell the ones it has finished from the ones it has not begun).
-    fn plan(
-        &self,
-        tree_id: &Id,
-        snap_dir: &str,
-        included: bool,
-        links: &mut std::collections::HashSet<(u64, u64)>,
-        step: &mut u64,
-        read: &mut dyn FnMut(u64, &Id),
-    ) -> Result<()> {
-        for node in self.entries(tree_id, snap_dir)? {
-            // Entries the walk refuses are refused there, with the error.
-            if target::component(&node.name).is_none() {
-                continue;
-            }
-            let snap_path = format!("{snap_dir}/{}", node.name_lossy());
-            let (keep, inc) = self.selected(&snap_path, included);
-            if !keep {
-                continue;
-            }
-            if node.kind == NodeKind::Dir {
-                if let Some(sub) = node.subtree {
-                    self.plan(&sub, &snap_path, inc, links, step, read)?;
-                }
-                continue;
-            }
-            if !inc || node.kind != NodeKind::File {
-                continue;
-            }
-            if node.nlink > 1 && !links.insert((node.dev, node.inode)) {
-                continue;
-            }
-            for id in node.content.iter().filter_map(|e| e.0.as_ref()) {
-                read(*step, id);
-                *step += 1;
-            }
-        }
-        Ok(())
     }
 
     fn selected(&self, snap_path: &str, ancestor_included: bool) -> (bool, bool) {
@@ -364,19 +321,19 @@ impl Walk<'_> {
                         snap_path,
                         node,
                         remaining: AtomicUsize::new(0),
-                        step: self.steps,
                         abandoned: AtomicBool::new(false),
                     };
-                    let blobs = file.node.content.iter().filter(|e| e.0.is_some()).count();
-                    self.steps += blobs as u64;
-                    // The walk runs ahead of the workers by the queue: a remote repository
-                    // starts fetching what they will read next.
-                    if let Some(Extent(Some(id), _)) = node_first(&file.node) {
-                        self.repo.hint(id);
-                    }
-                    self.repo
-                        .expect(file.node.content.iter().filter_map(|e| e.0.as_ref()));
-                    for job in segments(file)? {
+                    let jobs = if self.whole_files {
+                        let blobs = file.node.content.iter().filter(|e| e.0.is_some()).count();
+                        let jobs = segments(file, u64::MAX)?;
+                        for job in &jobs {
+                            job.file.remaining.store(blobs, Ordering::Release);
+                        }
+                        jobs
+                    } else {
+                        segments(file, SEGMENT)?
+                    };
+                    for job in jobs {
                         if let Err(e) = tx.send(job) {
                             e.0.file.abandon();
                             return Err(Error::Interrupted);
@@ -418,13 +375,6 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
     let path = &file.path;
     let ctx = |e: Error| e.context(format!("restoring {}", file.snap_path));
     let extents = &file.node.content[job.first..job.end];
-    // This segment's place in the order of reads, kept up to date blob by blob.
-    let before = file.node.content[..job.first]
-        .iter()
-        .filter(|e| e.0.is_some())
-        .count();
-    let mut step = file.step + before as u64;
-    let mut reading = repo.reading(step);
     let buffered = file
         .file
         .try_clone()
@@ -450,8 +400,6 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
     let mut off = job.offset;
     for (ext, loc) in extents.iter().zip(&locs) {
         if let (Some(id), Some(loc)) = (ext.0, loc) {
-            reading.advance(step);
-            step += 1;
             let data = repo.load_blob_at(&id, loc).map_err(ctx)?;
             if data.len() as u64 != ext.1 {
                 return Err(ctx(Error::corrupt(
@@ -472,6 +420,18 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
     if !verify {
         return Ok(false);
     }
+    verify_extents(repo, file, extents, job.offset)?;
+    Ok(true)
+}
+
+/// Reads `extents` back from the restored file, from byte `offset` on, and checks their ids.
+fn verify_extents(
+    repo: &Repository,
+    file: &FileJob,
+    extents: &[Extent],
+    offset: u64,
+) -> Result<()> {
+    let path = &file.path;
     let mismatch = || {
         Error::corrupt(
             path.display().to_string(),
@@ -479,7 +439,7 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
         )
     };
     let mut buf = Vec::new();
-    let mut off = job.offset;
+    let mut off = offset;
     for ext in extents {
         // Holes are zero by construction (never written); only stored content is read back.
         if let Some(id) = ext.0 {
@@ -494,11 +454,7 @@ fn fill(repo: &Repository, job: &Job, verify: bool, progress: &RestoreProgress) 
         }
         off += ext.1;
     }
-    Ok(true)
-}
-
-fn node_first(node: &Node) -> Option<&Extent> {
-    node.content.iter().find(|e| e.0.is_some())
+    Ok(())
 }
 
 /// The last segment is written: the file gets its full length (a trailing hole) and metadata.
@@ -518,13 +474,58 @@ fn finish(file: &FileJob, policy: target::Policy, warnings: &Mutex<Vec<String>>)
     ))
 }
 
+/// What the workers of a restore share: how files are finished, what they counted, the first
+/// failure (after which every queued file is removed, not filled).
+struct Outcome<'a> {
+    policy: target::Policy,
+    verify: bool,
+    progress: &'a RestoreProgress,
+    warnings: Mutex<Vec<String>>,
+    failure: Mutex<Option<Error>>,
+    verified: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Outcome<'_> {
+    fn failed(&self) -> bool {
+        self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
+    }
+
+    fn fail(&self, e: Error) {
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        if f.is_none() {
+            *f = Some(e);
+        }
+    }
+
+    /// The file's last content is written (and checked, when `verified`): its length, metadata
+    /// and the counts.
+    fn finished(&self, file: &FileJob, verified: bool) -> Result<()> {
+        let d = finish(file, self.policy, &self.warnings)?;
+        self.dropped.fetch_add(u64::from(d), Ordering::Relaxed);
+        self.verified
+            .fetch_add(u64::from(verified), Ordering::Relaxed);
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A whole file's content is written: checked when asked, then finished.
+    fn complete(&self, repo: &Repository, file: &FileJob) -> Result<()> {
+        if self.verify {
+            verify_extents(repo, file, &file.node.content, 0)?;
+        }
+        self.finished(file, self.verify)
+    }
+}
+
 pub fn globs(patterns: &[String]) -> Result<GlobSet> {
     crate::archiver::globset(patterns)
 }
 
-/// Queued file jobs each hold a descriptor (and share their directory's): the queue is sized
-/// from the open-file limit, raised to its hard maximum first as most servers allow.
-fn queue_len() -> usize {
+/// Queued file jobs each hold a descriptor (and share their directory's): queues are sized from
+/// the open-file limit, raised to its hard maximum first as most servers allow. This is the
+/// number of descriptors left for them.
+fn open_file_room() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut lim = getrlimit(Resource::Nofile);
     if let Some(max) = lim.maximum
@@ -533,10 +534,26 @@ fn queue_len() -> usize {
         lim.current = Some(max);
         let _ = setrlimit(Resource::Nofile, lim);
     }
-    let cur = getrlimit(Resource::Nofile).current.unwrap_or(1024);
-    usize::try_from(cur.saturating_sub(64) / 3)
+    getrlimit(Resource::Nofile)
+        .current
+        .unwrap_or(1024)
+        .saturating_sub(64)
+}
+
+/// The walk-order queue: a third of the room (queued files and their directories, and the
+/// workers' O_DIRECT descriptors).
+fn queue_len() -> usize {
+    usize::try_from(open_file_room() / 3)
         .unwrap_or(1024)
         .clamp(8, 1024)
+}
+
+/// The pack-ordered window's files at most: a quarter of the room, as up to three windows' files
+/// are open at once (queued by the walk, being grouped, being written) beside their directories.
+fn window_files() -> usize {
+    usize::try_from(open_file_room() / 4)
+        .unwrap_or(1024)
+        .clamp(8, 16 * 1024)
 }
 
 /// Restores the tree `root` (a snapshot's tree or a subtree) into `opts.target`.
@@ -568,20 +585,18 @@ pub fn restore(
         hardlinks: HashMap::new(),
         summary: RestoreSummary::default(),
         interrupt,
-        steps: 0,
+        // Across a network, pack by pack ([`packwise`]); on a disk the page cache reads ahead.
+        whole_files: repo.reads_ahead(),
     };
-    if repo.reads_ahead() {
-        let mut planned = Ok(());
-        repo.plan_reads(|read| {
-            let (mut links, mut step) = (std::collections::HashSet::new(), 0);
-            planned = walk.plan(&tree, "", true, &mut links, &mut step, read);
-        });
-        planned?;
-    }
-    let warnings = Mutex::new(Vec::new());
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let verified = AtomicU64::new(0);
-    let dropped = AtomicU64::new(0);
+    let out = Outcome {
+        policy,
+        verify: opts.verify,
+        progress,
+        warnings: Mutex::new(Vec::new()),
+        failure: Mutex::new(None),
+        verified: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+    };
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -596,31 +611,33 @@ pub fn restore(
         fd: OnceCell::from(Arc::new(top_fd)),
     };
     let walked = std::thread::scope(|s| {
+        let out = &out;
+        if walk.whole_files {
+            let files = window_files();
+            let (tx, rx) = bounded::<Job>(files);
+            packwise::spawn(s, repo, rx, out, files, interrupt);
+            let r = walk.tree(&tree, &top, "", true, &tx);
+            drop(tx);
+            return r;
+        }
         let (tx, rx) = bounded::<Job>(queue_len());
         for _ in 0..workers {
             let rx = rx.clone();
-            let (warnings, failure, verified, dropped) = (&warnings, &failure, &verified, &dropped);
             s.spawn(move || {
                 for job in rx {
-                    if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                    if out.failed() {
                         job.file.abandon();
                         continue;
                     }
                     let done = fill(repo, &job, opts.verify, progress).and_then(|v| {
                         if job.file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            let d = finish(&job.file, policy, warnings)?;
-                            dropped.fetch_add(u64::from(d), Ordering::Relaxed);
-                            verified.fetch_add(u64::from(v), Ordering::Relaxed);
-                            progress.files.fetch_add(1, Ordering::Relaxed);
+                            out.finished(&job.file, v)?;
                         }
                         Ok(())
                     });
                     if let Err(e) = done {
                         job.file.abandon();
-                        let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
-                        if f.is_none() {
-                            *f = Some(e);
-                        }
+                        out.fail(e);
                     }
                 }
             });
@@ -630,13 +647,20 @@ pub fn restore(
         drop(tx);
         r
     });
+    let Outcome {
+        warnings,
+        failure,
+        verified,
+        dropped,
+        ..
+    } = out;
     if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
     walked?;
     let mut summary = walk.summary;
-    summary.verified_files = verified.load(Ordering::Relaxed);
-    summary.setid_dropped += dropped.load(Ordering::Relaxed);
+    summary.verified_files = verified.into_inner();
+    summary.setid_dropped += dropped.into_inner();
     summary
         .warnings
         .extend(warnings.into_inner().unwrap_or_default());

@@ -16,7 +16,7 @@ fn mknod(path: &Path, kind: libc::mode_t, major: u32, minor: u32) {
     assert_eq!(r, 0, "mknod {path:?}: {}", std::io::Error::last_os_error());
 }
 
-fn build_tree(src: &Path) {
+pub(crate) fn build_tree(src: &Path) {
     write(&src.join("plain.txt"), b"hello\n");
     write(&src.join("empty"), b"");
     write(&src.join("random.bin"), &random_bytes(1, 3_000_000));

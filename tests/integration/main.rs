@@ -38,6 +38,7 @@ mod plan_year;
 mod prune;
 mod remote;
 mod remote_faults;
+mod remote_restore;
 mod servers;
 mod stage_stats;
 mod untrusted;
