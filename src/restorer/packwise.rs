@@ -15,9 +15,9 @@
 //!
 //! A window is bounded by open files (a queued file holds its descriptor, exactly as in the
 //! walk-order restore: a file is never reopened by name) and by blob references (memory). The
-//! first windows are small so the first requests go out while the walk is still creating files;
-//! each next one is twice as large. A pack that two windows read is requested twice, each time
-//! for the blobs of that window only, so no byte is fetched twice for that.
+//! first window is small so the first requests go out while the walk is still creating files;
+//! every later one is as large as those bounds allow. A pack that two windows read is requested
+//! twice, each time for the blobs of that window only, so no byte is fetched twice for that.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
@@ -38,14 +38,19 @@ use crate::repo::Repository;
 const GAP: u64 = 2 * 1024 * 1024;
 
 /// One request reads at most this much: a larger pack (`--pack-size-mib`, up to 1 GiB) is read in
-/// parts, so a failed read repeats at most this much.
-const RANGE_MAX: u64 = crate::config::DEFAULT_REMOTE_PACK_SIZE as u64;
+/// parts, so a failed read repeats at most this much. Twice the default remote pack: a pack ends
+/// past its target size by up to a blob, and was then read in two requests.
+const RANGE_MAX: u64 = 2 * crate::config::DEFAULT_REMOTE_PACK_SIZE as u64;
 
 /// Blob references a window holds at most, whatever its files: about 100 bytes each.
 const WINDOW_REFS: usize = 128 * 1024;
 
 /// The first window: enough bytes for a pack per worker, few enough files that the walk has
-/// created them within moments.
+/// created them within moments. Every later window is as large as the limits allow: a window
+/// needs a part of most packs it touches (several walkers filled each pack, from subtrees far
+/// apart in walk order), so each window boundary costs a request per pack. Measured on the
+/// 2 GiB corpus (84 data packs): 171 requests with windows doubling from this size, 86 with
+/// one window, in the same time.
 const FIRST_FILES: usize = 256;
 const FIRST_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -223,8 +228,7 @@ pub(super) fn spawn<'s, 'e: 's>(
                 continue;
             }
             if window.files >= files || window.bytes >= bytes || window.refs >= WINDOW_REFS {
-                files = files.saturating_mul(2).min(max_files);
-                bytes = bytes.saturating_mul(2);
+                (files, bytes) = (max_files, u64::MAX);
                 if !dispatch(std::mem::take(&mut window), &tx) {
                     break;
                 }
