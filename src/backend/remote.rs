@@ -394,7 +394,8 @@ impl Backend for RemoteBackend {
         // every piece of the body woke it (a context switch each, the largest cost of a remote
         // restore after decompression).
         let (op, owned) = (self.op.clone(), path.to_string());
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<opendal::Result<Vec<u8>>>(2);
+        // Pieces are handed over as the response's own buffers (no copy), a batch at a time.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<opendal::Result<Vec<opendal::Buffer>>>(2);
         let rt = runtime()?;
         rt.spawn(async move {
             let mut stream = match op.reader_with(&owned).await {
@@ -404,16 +405,15 @@ impl Backend for RemoteBackend {
                 },
                 Err(e) => return drop(tx.send(Err(e)).await),
             };
-            let mut batch = Vec::with_capacity(PIECE);
+            let (mut batch, mut batched) = (Vec::new(), 0usize);
             while let Some(next) = stream.next().await {
                 match next {
                     Ok(buffer) => {
-                        for bytes in buffer {
-                            batch.extend_from_slice(&bytes);
-                        }
-                        if batch.len() >= PIECE {
-                            let full = std::mem::replace(&mut batch, Vec::with_capacity(PIECE));
-                            if tx.send(Ok(full)).await.is_err() {
+                        batched += buffer.len();
+                        batch.push(buffer);
+                        if batched >= PIECE {
+                            batched = 0;
+                            if tx.send(Ok(std::mem::take(&mut batch))).await.is_err() {
                                 return;
                             }
                         }
@@ -426,14 +426,16 @@ impl Backend for RemoteBackend {
             }
         });
         let mut got = 0u64;
-        while let Some(piece) = rx.blocking_recv() {
-            let piece = piece.map_err(|e| storage_error(&self.name, "read", path, &e))?;
-            got = got.saturating_add(piece.len() as u64);
-            if got > len {
-                break;
+        'pieces: while let Some(batch) = rx.blocking_recv() {
+            let batch = batch.map_err(|e| storage_error(&self.name, "read", path, &e))?;
+            for piece in batch.into_iter().flatten() {
+                got = got.saturating_add(piece.len() as u64);
+                if got > len {
+                    break 'pieces;
+                }
+                // Dropping the receiver on an error ends the task at its next batch.
+                sink(&piece)?;
             }
-            // Dropping the receiver on an error ends the task at its next piece.
-            sink(&piece)?;
         }
         if got != len {
             return Err(Error::corrupt(
