@@ -599,16 +599,9 @@ impl Repository {
         self.open_sealed(id, loc, sealed)
     }
 
-    fn open_sealed(&self, id: &Id, loc: &BlobLocation, sealed: Vec<u8>) -> Result<Vec<u8>> {
-        blob::open_blob_owned(
-            &self.key,
-            loc.btype,
-            id,
-            loc.compression,
-            loc.raw_len as usize,
-            sealed,
-        )
-        .map_err(|e| blob_error(id, loc, e))
+    fn open_sealed(&self, id: &Id, loc: &BlobLocation, mut sealed: Vec<u8>) -> Result<Vec<u8>> {
+        self.open_in_place(id, loc, &mut sealed)
+            .map(std::borrow::Cow::into_owned)
     }
 
     /// Opens, decompresses and id-checks blob `id` where its sealed bytes (at `loc`) lie in a

@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
@@ -94,9 +94,10 @@ pub(crate) fn build_tree(src: &Path) {
     filetime::set_file_mtime(src.join("private"), t).unwrap();
 }
 
-#[test]
-fn every_kind_round_trips_identically() {
-    let env = Env::new(&[]);
+/// Backs up the tree of every kind into `env`'s repository, restores it with `--verify` and
+/// compares it by the independent manifest; then restores a subtree alone. Returns the source and
+/// where it was restored. A sparse file restores sparse.
+pub(crate) fn round_trip_every_kind(env: &Env) -> (PathBuf, PathBuf) {
     let src = env.path("src");
     build_tree(&src);
     let b = env.backup(&[src.to_str().unwrap()]);
@@ -116,6 +117,25 @@ fn every_kind_round_trips_identically() {
     // The snapshot keeps absolute paths, so the source appears below the target at its full path.
     let restored = target.join(src.strip_prefix("/").unwrap());
     assert_same_tree(&src, &restored);
+    use std::os::unix::fs::MetadataExt;
+    let st = fs::metadata(restored.join("sparse-4g")).unwrap();
+    assert!(
+        st.blocks() * 512 < 10 << 20,
+        "restored sparse file allocates {} blocks",
+        st.blocks()
+    );
+    // Restoring a subpath puts its contents directly into the target.
+    let sub = env.path("sub");
+    let spec = format!("latest:{}/links", src.display());
+    env.ok(&["restore", &spec, "--target", sub.to_str().unwrap()]);
+    assert_same_tree(&src.join("links"), &sub);
+    (src, restored)
+}
+
+#[test]
+fn every_kind_round_trips_identically() {
+    let env = Env::new(&[]);
+    let (src, _) = round_trip_every_kind(&env);
     // Holes were not stored as data: the 4 GiB file costs about its 100 KB of data in the repo.
     let repo_bytes: u64 = env
         .pack_files()
@@ -123,19 +143,6 @@ fn every_kind_round_trips_identically() {
         .map(|p| fs::metadata(p).unwrap().len())
         .sum();
     assert!(repo_bytes < 100 << 20, "repository is {repo_bytes} bytes");
-    let st = fs::metadata(restored.join("sparse-4g")).unwrap();
-    use std::os::unix::fs::MetadataExt;
-    assert!(
-        st.blocks() * 512 < 10 << 20,
-        "restored sparse file allocates {} blocks",
-        st.blocks()
-    );
-
-    // Restoring a subpath puts its contents directly into the target.
-    let sub = env.path("sub");
-    let spec = format!("latest:{}/links", src.display());
-    env.ok(&["restore", &spec, "--target", sub.to_str().unwrap()]);
-    assert_same_tree(&src.join("links"), &sub);
 
     // ls and cat browse without restoring.
     let ls = env.ok(&["ls", "latest", &format!("{}/links", src.display())]);
