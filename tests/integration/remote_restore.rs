@@ -54,18 +54,9 @@ fn a_damaged_remote_pack_fails_the_restore_and_leaves_no_partial_file() {
     let env = s3.env(&bucket, "damaged");
     env.ok(&["init", "--kdf-memory-kib", "19456", "--pack-size-mib", "1"]);
     let src = env.path("src");
-    for i in 0..6u64 {
-        write(
-            &src.join(format!("big{i}")),
-            &random_bytes(70 + i, 3_000_000),
-        );
-    }
-    for i in 0..50u64 {
-        write(
-            &src.join(format!("small{i:02}")),
-            &random_bytes(200 + i, 20_000),
-        );
-    }
+    // Six files of several blobs each, fifty of one.
+    make_files(&src, 70..76, 3_000_000);
+    make_files(&src, 200..250, 20_000);
     env.backup(&[src.to_str().unwrap()]);
     // Damage the largest data pack in its middle: a blob fails authentication during the restore.
     let prefix = env
